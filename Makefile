@@ -1,0 +1,39 @@
+# collapse-audit: install / test / demo / bench / lint
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PIP_FLAGS ?= --disable-pip-version-check -q
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+
+.PHONY: install test test-fast test-slow demo bench lint clean browser
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PIP_FLAGS) --upgrade pip setuptools wheel
+	$(PIP) install $(PIP_FLAGS) torch==2.14.1 torchvision==0.29.1
+	$(PIP) install $(PIP_FLAGS) -e '.[dev,ray]'
+	touch $@
+
+# Headless Chromium for the report's browser tests (Debian package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: install Debian's chromium package for the browser tests"; fi; }
+
+test: install
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+demo: install
+	$(PY) -m collapse_audit.demo
+
+bench: install
+	$(PY) benchmarks/bench_metrics.py
+
+clean:
+	rm -rf $(VENV) collapse-audit-out demo build *.egg-info

@@ -1,0 +1,189 @@
+"""The command line: parses, calls the pipeline, prints. No logic of its own.
+
+Exit codes (DESIGN.md): 0 ok, 1 a gate rule failed, 2 usage or input error,
+3 internal error (a bug; the message says how to get the traceback).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import EXIT_USAGE, CollapseAuditError, UsageError
+
+app = typer.Typer(
+    name="collapse-audit",
+    help="Audit generated images against real images for mode collapse.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+models_app = typer.Typer(help="List, fetch, import and locate model weights.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EMBEDDER_HELP = "Embedder: inception[:clean|:pytorch-fid] or clip[:ARCH/PRETRAINED] (default clip is ViT-B-32/openai)."
+WEIGHTS_HELP = "Weights: 'pretrained' (default), 'random' (seeded, for tests/offline), or NAME=PATH / NAME=random per embedder (e.g. inception=pt_inception.pth). Repeatable."
+
+
+def _version(value: bool):
+    if value:
+        out.print(f"collapse-audit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+):
+    """Audit generated images against real images for mode collapse."""
+
+
+# --------------------------------------------------------------------------- embed
+@app.command()
+def embed(
+    folder: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Embeddings file to write (.npz)."),
+    embedder: str = typer.Option("inception", "--embedder", "-e", help=EMBEDDER_HELP),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed for random weights."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per model call."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding worker processes (default: min(8, CPUs))."),
+    amp: bool = typer.Option(False, "--amp", help="Mixed precision on GPU (faster; features differ slightly from fp32)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache for weights and features (default: $COLLAPSE_AUDIT_CACHE or the user cache dir)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    offline: bool = typer.Option(False, "--offline", help="Never download weights."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: on a terminal, off in CI)."),
+):
+    """Embed a folder of images into an .npz file (features, paths, embedder id, failures)."""
+    from .pipeline import embed_to_file
+
+    res, path = embed_to_file(
+        folder, output, embedder=embedder, weights=weights, seed=seed, device=device, batch_size=batch_size,
+        workers=workers, amp=amp, cache_dir=cache_dir, use_cache=not no_cache, offline=offline, progress=progress,
+    )
+    e = res.embedders[0]
+    s = res.stats
+    if e.random_weights:
+        err.print(f"[bold yellow]WARNING: {e.name} uses RANDOM weights (seed {e.seed}): features are a baseline, not comparable with published FIDs[/]")
+    out.print(
+        f"embedded {s['n_embedded']} of {s['n_files']} files with {e.id} "
+        f"({s['n_from_cache']} from cache, {s['n_computed']} computed, {s['n_failed']} failed) in {s['seconds']:.1f}s -> {path}"
+    )
+    _print_failures(res.failures)
+
+
+def _print_failures(failures, side: str | None = None, limit: int = 20):
+    if not failures:
+        return
+    t = Table(title=f"{len(failures)} file(s) could not be used" + (f" ({side})" if side else ""), title_justify="left")
+    t.add_column("path", overflow="fold")
+    t.add_column("reason", overflow="fold")
+    for f in failures[:limit]:
+        t.add_row(f["path"], f["reason"])
+    if len(failures) > limit:
+        t.add_row(f"... and {len(failures) - limit} more", "(all listed in the output file)")
+    err.print(t)
+
+
+# --------------------------------------------------------------------------- models
+@models_app.command("list")
+def models_list(cache_dir: Optional[Path] = typer.Option(None, "--cache-dir")):
+    """List known weights, where they come from and whether they are present."""
+    from . import weights as W
+    from .embedders import clip_import_path, clip_source, DEFAULT_CLIP
+
+    t = Table(title=f"weights cache: {W.weights_dir(cache_dir)}", title_justify="left")
+    for c in ("name", "source", "expected SHA-256", "present at"):
+        t.add_column(c, overflow="fold")
+    for name, s in W.REGISTRY.items():
+        p = W.expected_path(name, cache_dir)
+        t.add_row(name, s.url, s.expected, str(p) if p.exists() else "- (missing)")
+    arch, _, tag = DEFAULT_CLIP.partition("/")
+    local = clip_import_path(arch, tag, cache_dir)
+    t.add_row(f"clip:{DEFAULT_CLIP}", clip_source(arch, tag), "checked by open_clip",
+              str(local) if local else "open_clip cache (downloaded on first use)")
+    out.print(t)
+    out.print("Any open_clip model works as clip:ARCH/PRETRAINED; see open_clip.list_pretrained().")
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: str = typer.Argument(..., help="inception or clip[:ARCH/PRETRAINED]"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir"),
+):
+    """Download and verify weights ahead of time."""
+    from .pipeline import fetch_weights
+
+    path = fetch_weights(name, cache_dir)
+    out.print(f"{name}: ready at {path}")
+
+
+@models_app.command("import")
+def models_import(
+    name: str = typer.Argument(..., help="inception or clip:ARCH/PRETRAINED"),
+    file: Path = typer.Argument(..., help="Weights file copied by hand."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir"),
+):
+    """Import a weights file copied by hand (for machines without internet)."""
+    from .pipeline import import_weights
+
+    dest, digest = import_weights(name, file, cache_dir)
+    out.print(f"{name}: imported {file} -> {dest} (SHA-256 {digest})")
+
+
+@models_app.command("path")
+def models_path(name: str = typer.Argument(...), cache_dir: Optional[Path] = typer.Option(None, "--cache-dir")):
+    """Print where the weights file for NAME lives (or must be put)."""
+    from .pipeline import weights_path
+
+    out.print(str(weights_path(name, cache_dir)))
+
+
+# --------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    import click
+
+    cmd = typer.main.get_command(app)
+    try:
+        rv = cmd.main(args=argv, prog_name="collapse-audit", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else 0
+    except CollapseAuditError as e:
+        err.print(f"collapse-audit: error: {e}", markup=False, soft_wrap=True)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return EXIT_USAGE if e.exit_code in (1, 2) else e.exit_code
+    except click.exceptions.Abort:
+        err.print("collapse-audit: aborted")
+        return 130
+    except KeyboardInterrupt:
+        err.print("collapse-audit: interrupted")
+        return 130
+    except Exception as e:  # a bug: one line unless asked for the traceback
+        if os.environ.get("COLLAPSE_AUDIT_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        err.print(
+            f"collapse-audit: internal error: {type(e).__name__}: {msg} "
+            "(set COLLAPSE_AUDIT_DEBUG=1 for the traceback and please report it)",
+            markup=False, soft_wrap=True,
+        )
+        return 3
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Embed a folder of images: discover -> hash -> cache look-up -> decode (workers) -> model -> cache.
+
+Each file is decoded at most once per run, whatever the number of embedders:
+a DataLoader worker decodes it and applies every embedder's preprocessing
+that still needs it; the main process runs the models batch by batch on one
+device and writes new features to the content-addressed cache as it goes, so
+an interrupted run resumes where it stopped.
+
+The result lists, in discovery order, the files that were embedded and those
+that failed with their reason; one bad file never stops the run.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import decode as D
+from .cache import FeatureCache
+from .discover import discover_images
+from .embedders import Embedder
+from .errors import InputError
+from .progress import ProgressReporter
+
+DECODER_ID = "pillow-rgb-v1"
+
+
+@dataclass
+class EmbedResult:
+    """Features of one folder for one or more embedders.
+
+    ``paths`` (relative to ``root``) and ``shas`` are aligned with the rows of
+    every array in ``features`` (embedder id -> float32 N x D). ``failures``
+    holds ``{"path", "reason"}`` for files that could not be used.
+    """
+
+    root: str
+    paths: list[str]
+    shas: list[str]
+    features: dict[str, np.ndarray]
+    failures: list[dict]
+    embedders: list[Embedder]
+    n_files: int
+    stats: dict = field(default_factory=dict)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
+    import torch
+
+    device = (device or "auto").lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise InputError(f"unknown device '{device}': use auto, cpu or cuda[:N]")
+    return device
+
+
+class _DecodeDataset:
+    """Map-style dataset: item -> (index, {embedder id: CHW tensor}, failure reason or None)."""
+
+    def __init__(self, files: Sequence[str], indices: Sequence[int], needs: Sequence[tuple[str, ...]], preprocess: dict, max_pixels: int):
+        self.files = list(files)
+        self.indices = list(indices)
+        self.needs = list(needs)
+        self.preprocess = preprocess
+        self.max_pixels = max_pixels
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, k):
+        idx = self.indices[k]
+        try:
+            img = D.load_rgb(self.files[k], max_pixels=self.max_pixels)
+        except D.DecodeFailure as e:
+            return idx, {}, e.reason
+        out = {}
+        for eid in self.needs[k]:
+            try:
+                out[eid] = self.preprocess[eid](img)
+            except Exception as e:  # a preprocessing bug must not lose the run
+                return idx, {}, f"preprocessing failed for {eid}: {_one_line(e)}"
+        return idx, out, None
+
+
+def _one_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return s[0] if s else type(e).__name__
+
+
+def _collate(items):
+    import torch
+
+    idx_by_e: dict[str, list[int]] = {}
+    tens_by_e: dict[str, list] = {}
+    fails = []
+    for idx, tensors, reason in items:
+        if reason is not None:
+            fails.append((idx, reason))
+            continue
+        for eid, t in tensors.items():
+            idx_by_e.setdefault(eid, []).append(idx)
+            tens_by_e.setdefault(eid, []).append(t)
+    batches = {eid: (idx_by_e[eid], torch.stack(tens_by_e[eid])) for eid in tens_by_e}
+    return batches, fails
+
+
+def default_workers() -> int:
+    return max(0, min(8, (os.cpu_count() or 1)))
+
+
+def embed_files(
+    root: str | os.PathLike,
+    rel_paths: Sequence[str],
+    embedders: Sequence[Embedder],
+    *,
+    device: str = "auto",
+    batch_size: int = 64,
+    workers: int | None = None,
+    cache: FeatureCache | None = None,
+    progress: ProgressReporter | None = None,
+    amp: bool = False,
+    max_pixels: int | None = None,
+) -> EmbedResult:
+    """Embed ``rel_paths`` under ``root`` with every embedder; see module docstring."""
+    import torch
+
+    t0 = time.perf_counter()
+    progress = progress or ProgressReporter()
+    root = str(root)
+    max_pixels = max_pixels or D.DEFAULT_MAX_PIXELS
+    files = [os.path.join(root, p) for p in rel_paths]
+    own_cache = cache is None
+    cache = cache or FeatureCache(":memory:")
+    decoder_id = f"{DECODER_ID}:max{max_pixels}"
+    try:
+        shas = cache.hash_files(files, workers=max(2, default_workers()))
+        n = len(files)
+        failures: dict[int, str] = {}
+        for i, s in enumerate(shas):
+            if s is None:
+                failures[i] = "unreadable file (permission denied or vanished)"
+        known_fail = cache.get_failures(decoder_id, shas)
+        for i, s in enumerate(shas):
+            if s in known_fail and i not in failures:
+                failures[i] = known_fail[s]
+
+        feats = {e.id: np.zeros((n, e.dim), dtype=np.float32) if e.dim else None for e in embedders}
+        have = {e.id: np.zeros(n, dtype=bool) for e in embedders}
+        for e in embedders:
+            hits = cache.get_features(e.id, [s for i, s in enumerate(shas) if i not in failures])
+            if hits and feats[e.id] is None:
+                feats[e.id] = np.zeros((n, len(next(iter(hits.values())))), dtype=np.float32)
+            for i, s in enumerate(shas):
+                if i not in failures and s in hits:
+                    feats[e.id][i] = hits[s]
+                    have[e.id][i] = True
+
+        todo_idx, todo_needs = [], []
+        for i in range(n):
+            if i in failures:
+                continue
+            need = tuple(e.id for e in embedders if not have[e.id][i])
+            if need:
+                todo_idx.append(i)
+                todo_needs.append(need)
+        n_cached = n - len(failures) - len(todo_idx)
+        by_id = {e.id: e for e in embedders}
+        new_fail: list[tuple[str, str]] = []
+        if todo_idx:
+            dev = resolve_device(device)
+            ds = _DecodeDataset([files[i] for i in todo_idx], todo_idx, todo_needs,
+                                {e.id: e.preprocess_fn for e in embedders}, max_pixels)
+            nw = default_workers() if workers is None else max(0, int(workers))
+            nw = min(nw, max(0, len(ds) // max(1, batch_size // 4)))  # no pool for a handful of files
+            loader = torch.utils.data.DataLoader(
+                ds, batch_size=batch_size, shuffle=False, num_workers=nw, collate_fn=_collate,
+                pin_memory=dev.startswith("cuda"), persistent_workers=False,
+                prefetch_factor=4 if nw > 0 else None,
+            )
+            with progress.task("embedding", total=len(ds)) as advance:
+                for batches, fails in loader:
+                    for idx, reason in fails:
+                        failures[idx] = reason
+                        new_fail.append((shas[idx], reason))
+                    done = len(fails)
+                    for eid, (idxs, x) in batches.items():
+                        e = by_id[eid]
+                        if not e.loaded:
+                            e.load(dev, amp=amp)
+                        y = e.embed_batch(x)
+                        if feats[eid] is None or feats[eid].shape[1] != y.shape[1]:
+                            feats[eid] = np.zeros((n, y.shape[1]), dtype=np.float32)
+                            e.dim = int(y.shape[1])
+                        feats[eid][idxs] = y
+                        have[eid][idxs] = True
+                        cache.put_features(eid, [shas[i] for i in idxs], y)
+                    done += len({i for idxs, _ in batches.values() for i in idxs})
+                    advance(done)
+            cache.put_failures(decoder_id, new_fail)
+
+        ok = [i for i in range(n) if i not in failures]
+        result_feats = {}
+        for e in embedders:
+            arr = feats[e.id]
+            if arr is None:
+                arr = np.zeros((n, e.dim), dtype=np.float32)
+            result_feats[e.id] = np.ascontiguousarray(arr[ok])
+        return EmbedResult(
+            root=root,
+            paths=[rel_paths[i] for i in ok],
+            shas=[shas[i] for i in ok],
+            features=result_feats,
+            failures=[{"path": rel_paths[i], "reason": failures[i]} for i in sorted(failures)],
+            embedders=list(embedders),
+            n_files=n,
+            stats={
+                "n_files": n,
+                "n_embedded": len(ok),
+                "n_failed": len(failures),
+                "n_from_cache": n_cached,
+                "n_computed": len(todo_idx) - len(new_fail),
+                "model_calls": {e.id: e.model_calls for e in embedders},
+                "seconds": round(time.perf_counter() - t0, 3),
+            },
+        )
+    finally:
+        if own_cache:
+            cache.close()
+
+
+def embed_folder(root: str | os.PathLike, embedders: Sequence[Embedder], **kw) -> EmbedResult:
+    """Discover the images under ``root`` (recursively) and embed them; see :func:`embed_files`."""
+    rel = discover_images(root)
+    if not rel:
+        raise InputError(f"{root}: no image files found (looked for .jpg .jpeg .png .webp .bmp .gif .tif .tiff, recursively)")
+    return embed_files(root, rel, embedders, **kw)

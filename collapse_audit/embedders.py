@@ -1,0 +1,507 @@
+"""The embedder registry: Inception-v3 (FID features) and CLIP (open_clip).
+
+An embedder is named on the command line (``inception``, ``clip``,
+``clip:ViT-B-32/openai``, ``inception:pytorch-fid``) and identified in every
+output by an *id* that includes its weights and its preprocessing, e.g.
+``inception:pt_inception-2015-12-05-6726825d:clean`` or
+``clip:ViT-B-32/openai:random-seed0``. Features with different ids are never
+compared and never share cache entries.
+
+Weights choices (``--weights``): ``pretrained`` (default: downloaded and
+verified, see :mod:`collapse_audit.weights`), ``random`` (the real
+architecture with seeded random weights, reported loudly everywhere) or a
+local file per embedder (``--weights inception=PATH``), loaded through the
+same code path as the published file with ``torch.load(weights_only=True)``.
+
+An embedder is built cheaply (no weights loaded) so that its id is known for
+cache look-ups; :meth:`Embedder.load` builds the network only when some image
+actually needs embedding.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import weights as W
+from .errors import UsageError, WeightsError
+
+DEFAULT_CLIP = "ViT-B-32/openai"
+
+
+@dataclass
+class WeightsChoice:
+    """How an embedder gets its weights: 'pretrained', 'random' or 'file'."""
+
+    mode: str = "pretrained"
+    path: str | None = None
+    seed: int = 0
+
+
+def parse_weights_options(values: Sequence[str] | None, seed: int = 0) -> dict[str, WeightsChoice]:
+    """Parse ``--weights`` values: ``pretrained``, ``random``, ``NAME=PATH``, ``NAME=random``.
+
+    Returns a mapping embedder family (``inception``, ``clip``, ``*``) -> choice.
+    """
+    out: dict[str, WeightsChoice] = {}
+    for v in values or []:
+        v = v.strip()
+        if v in ("pretrained", "random"):
+            out["*"] = WeightsChoice(v, None, seed)
+            continue
+        if "=" not in v:
+            raise UsageError(f"bad --weights value '{v}': use 'pretrained', 'random' or NAME=PATH (e.g. inception=weights.pth)")
+        name, _, val = v.partition("=")
+        name = name.strip().split(":")[0]
+        if name not in ("inception", "clip", "torchscript"):
+            raise UsageError(f"bad --weights value '{v}': unknown embedder '{name}' (inception, clip)")
+        if val in ("pretrained", "random"):
+            out[name] = WeightsChoice(val, None, seed)
+        else:
+            p = Path(val).expanduser()
+            if not p.is_file():
+                raise UsageError(f"--weights {v}: no such file {p}")
+            out[name] = WeightsChoice("file", str(p), seed)
+    return out
+
+
+def _choice_for(family: str, choices: dict[str, WeightsChoice] | None) -> WeightsChoice:
+    choices = choices or {}
+    return choices.get(family) or choices.get("*") or WeightsChoice()
+
+
+def _short_sha(path: str) -> str:
+    return W.sha256_file(path)
+
+
+@dataclass
+class Embedder:
+    """Base class: a named feature extractor with a stable id.
+
+    Subclasses set ``name``, ``dim``, ``preprocess_id`` and the weights fields,
+    and implement :meth:`_build` (returns a torch module mapping a float batch
+    to features) and :meth:`preprocess` (PIL RGB image -> CHW float tensor;
+    runs in DataLoader workers, so it must be picklable and not use the model).
+    """
+
+    name: str = ""
+    dim: int = 0
+    preprocess_id: str = ""
+    weights: str = "pretrained"  # 'pretrained' | 'random' | 'file'
+    weights_tag: str = ""
+    weights_sha256: str | None = None
+    seed: int | None = None
+    normalize: bool = False  # L2-normalise outputs
+    model_calls: int = field(default=0, init=False)
+    _model: object = field(default=None, init=False, repr=False)
+    _device: str = field(default="cpu", init=False, repr=False)
+    _amp: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}:{self.weights_tag}:{self.preprocess_id}"
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights == "random"
+
+    def describe(self) -> dict:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "dim": int(self.dim),
+            "preprocess_id": self.preprocess_id,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "random_weights": self.random_weights,
+            "seed": self.seed if self.random_weights else None,
+            "device": self._device if self._model is not None else None,
+        }
+
+    # --- model -------------------------------------------------------------
+    def preprocess(self, img):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _build(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self, device: str = "cpu", amp: bool = False) -> "Embedder":
+        """Build the network on ``device`` (weights fetched/verified here)."""
+        import torch
+
+        if self._model is not None and self._device == device:
+            return self
+        model = self._build()
+        model.eval().requires_grad_(False)
+        if device.startswith("cuda"):
+            # Exact fp32 unless mixed precision is asked for: TF32 convolutions
+            # would move Inception features beyond the 1e-4 parity tolerance.
+            torch.backends.cudnn.allow_tf32 = amp
+            torch.backends.cuda.matmul.allow_tf32 = amp
+            model = model.to(device, memory_format=torch.channels_last)
+        else:
+            model = model.to(device)
+        self._model, self._device, self._amp = model, device, amp
+        return self
+
+    def embed_batch(self, batch) -> np.ndarray:
+        """Features (float32, B x dim) for a preprocessed batch (B x 3 x H x W)."""
+        import torch
+
+        if self._model is None:
+            self.load()
+        self.model_calls += 1
+        x = batch.to(self._device, non_blocking=True)
+        if self._device.startswith("cuda"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self._amp and self._device.startswith("cuda"):
+                with torch.autocast("cuda", dtype=torch.float16):
+                    y = self._model(x)
+            else:
+                y = self._model(x)
+            y = y.float()
+            if self.normalize:
+                y = torch.nn.functional.normalize(y, dim=-1)
+        return y.cpu().numpy().astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- Inception
+INCEPTION_PREPROCESSING = ("clean", "pytorch-fid")
+
+
+class _InceptionPreprocess:
+    """Picklable wrapper of the Inception preprocessing function."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def __call__(self, img):
+        from .models.inception import PREPROCESSING
+
+        return PREPROCESSING[self.mode](img)
+
+
+@dataclass
+class InceptionEmbedder(Embedder):
+    """FID Inception-v3 pool3 features (2048-d), Heusel et al. 2017.
+
+    Preprocessing ``clean`` (default) resizes to 299x299 with PIL's
+    anti-aliased bicubic filter per channel in float, as clean-fid does
+    (Parmar et al. 2022); ``pytorch-fid`` reproduces pytorch-fid exactly
+    (bilinear ``F.interpolate`` without anti-aliasing inside the network).
+    """
+
+    weights_path: str | None = None
+    cache: str | None = None
+    allow_download: bool = True
+    progress: Callable | None = None
+
+    def __post_init__(self):
+        self._pre = _InceptionPreprocess(self.preprocess_id)
+
+    def preprocess(self, img):
+        return self._pre(img)
+
+    @property
+    def preprocess_fn(self):
+        return self._pre
+
+    def _build(self):
+        from .models.inception import build_fid_inception
+
+        if self.weights == "random":
+            return build_fid_inception(None, seed=int(self.seed or 0))
+        if self.weights == "file":
+            path = self.weights_path
+        else:
+            path, digest = W.fetch("inception", self.cache, allow_download=self.allow_download, progress=self.progress)
+            self.weights_sha256 = digest
+        sd = W.load_state_dict(path)
+        try:
+            return build_fid_inception(sd)
+        except ValueError as e:
+            raise WeightsError(f"{path}: not FID Inception weights ({e})") from None
+
+
+def make_inception(variant: str, choice: WeightsChoice, cache=None, allow_download=True, progress=None) -> InceptionEmbedder:
+    pre = variant or "clean"
+    if pre not in INCEPTION_PREPROCESSING:
+        raise UsageError(f"unknown Inception preprocessing '{pre}': use inception:clean or inception:pytorch-fid")
+    e = InceptionEmbedder(
+        name="inception",
+        dim=2048,
+        preprocess_id=pre,
+        weights=choice.mode,
+        seed=choice.seed if choice.mode == "random" else None,
+        weights_path=choice.path,
+        cache=str(cache) if cache else None,
+        allow_download=allow_download,
+        progress=progress,
+    )
+    if choice.mode == "random":
+        e.weights_tag = f"random-seed{choice.seed}"
+    elif choice.mode == "file":
+        e.weights_sha256 = _short_sha(choice.path)
+        e.weights_tag = f"file-sha256-{e.weights_sha256[:16]}"
+    else:
+        s = W.spec("inception")
+        e.weights_tag = Path(s.filename).stem
+        p = W.expected_path("inception", cache)
+        if p.exists():
+            e.weights_sha256 = None  # filled (verified) at load time
+    return e
+
+
+# --------------------------------------------------------------------------- CLIP
+def _clip_pretrained_cfg(arch: str, pretrained: str) -> dict:
+    import open_clip
+
+    try:
+        return dict(open_clip.get_pretrained_cfg(arch, pretrained) or {})
+    except Exception:  # pragma: no cover - unknown tag
+        return {}
+
+
+class _ClipPreprocess:
+    """Picklable open_clip validation transform for (arch, pretrained tag), built lazily.
+
+    Mean, std, interpolation and resize mode come from the pretrained tag's
+    config (as ``open_clip.create_model_and_transforms`` does), falling back to
+    the architecture's config and OpenAI's constants.
+    """
+
+    def __init__(self, arch: str, pretrained: str):
+        self.arch = arch
+        self.pretrained = pretrained
+        self._tf = None
+
+    def _transform(self):
+        if self._tf is None:
+            import open_clip
+            from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+            cfg = open_clip.get_model_config(self.arch)
+            if cfg is None:
+                raise UsageError(f"unknown open_clip architecture '{self.arch}'")
+            size = cfg.get("vision_cfg", {}).get("image_size", 224)
+            pp = {**cfg.get("preprocess_cfg", {}), **_clip_pretrained_cfg(self.arch, self.pretrained)}
+            self._tf = open_clip.image_transform(
+                size,
+                is_train=False,
+                mean=pp.get("mean") or OPENAI_DATASET_MEAN,
+                std=pp.get("std") or OPENAI_DATASET_STD,
+                interpolation=pp.get("interpolation") or "bicubic",
+                resize_mode=pp.get("resize_mode") or "shortest",
+            )
+        return self._tf
+
+    def __getstate__(self):
+        return {"arch": self.arch, "pretrained": self.pretrained, "_tf": None}
+
+    def __call__(self, img):
+        return self._transform()(img)
+
+
+def _wrap_clip(model):
+    import torch
+
+    class ClipImage(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m.encode_image(x)
+
+    return ClipImage(model)
+
+
+@dataclass
+class ClipEmbedder(Embedder):
+    """CLIP image embeddings (Radford et al. 2021) through open_clip, L2-normalised."""
+
+    arch: str = "ViT-B-32"
+    pretrained: str = "openai"
+    weights_path: str | None = None
+    cache: str | None = None
+    allow_download: bool = True
+
+    def __post_init__(self):
+        self._pre = _ClipPreprocess(self.arch, self.pretrained)
+
+    def preprocess(self, img):
+        return self._pre(img)
+
+    @property
+    def preprocess_fn(self):
+        return self._pre
+
+    def _create(self, **kw):
+        import open_clip
+
+        import logging
+
+        quick = bool(_clip_pretrained_cfg(self.arch, self.pretrained).get("quick_gelu", False))
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # open_clip logs "no pretrained weights" for random/file modes
+        try:
+            return open_clip.create_model(self.arch, force_quick_gelu=quick, **kw)
+        finally:
+            root.setLevel(level)
+
+    def _build(self):
+        import torch
+
+        if self.weights == "random":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(self.seed or 0))
+                model = self._create(pretrained=None)
+            return _wrap_clip(model)
+        if self.weights == "file":
+            model = self._create(pretrained=None)
+            sd = _load_any_state_dict(self.weights_path)
+            try:
+                model.load_state_dict(sd, strict=True)
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()[0]
+                raise WeightsError(f"{self.weights_path}: not open_clip {self.arch} weights ({first})") from None
+            return _wrap_clip(model)
+        # pretrained: an imported file in our cache wins, else open_clip downloads.
+        local = clip_import_path(self.arch, self.pretrained, self.cache)
+        if local is not None:
+            self.weights_path, self.weights = str(local), "pretrained"
+            self.weights_sha256 = W.sha256_file(local)
+            model = self._create(pretrained=None)
+            model.load_state_dict(_load_any_state_dict(str(local)), strict=True)
+            return _wrap_clip(model)
+        if not self.allow_download or os.environ.get("COLLAPSE_AUDIT_OFFLINE") == "1":
+            raise WeightsError(clip_missing_message(self.arch, self.pretrained, self.cache, "offline"))
+        try:
+            model = self._create(pretrained=self.pretrained, cache_dir=str(W.cache_dir(self.cache) / "open_clip"))
+        except Exception as e:  # network errors come in many types (urllib, requests, huggingface_hub)
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsError(clip_missing_message(self.arch, self.pretrained, self.cache, f"download failed: {msg}")) from None
+        return _wrap_clip(model)
+
+
+def _load_any_state_dict(path: str) -> dict:
+    if str(path).endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError:  # pragma: no cover
+            raise WeightsError("reading .safetensors needs the 'safetensors' package") from None
+        try:
+            return load_file(path)
+        except Exception as e:
+            raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+    return W.load_state_dict(path)
+
+
+def clip_import_path(arch: str, pretrained: str, cache=None) -> Path | None:
+    d = W.weights_dir(cache) / "clip" / arch / pretrained
+    if d.is_dir():
+        files = sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+        if files:
+            return files[0]
+    return None
+
+
+def clip_source(arch: str, pretrained: str) -> str:
+    try:
+        import open_clip
+
+        cfg = open_clip.get_pretrained_cfg(arch, pretrained) or {}
+    except Exception:  # pragma: no cover
+        cfg = {}
+    if cfg.get("hf_hub"):
+        return f"https://huggingface.co/{cfg['hf_hub'].rstrip('/')}"
+    return cfg.get("url") or f"open_clip pretrained tag '{pretrained}' for {arch}"
+
+
+def clip_missing_message(arch: str, pretrained: str, cache, why: str) -> str:
+    dest = W.weights_dir(cache) / "clip" / arch / pretrained
+    return (
+        f"CLIP {arch}/{pretrained} weights are not available ({why}). Get the open_clip state dict from "
+        f"{clip_source(arch, pretrained)} (open_clip verifies its hash) and put it in {dest}/ "
+        f"or run 'collapse-audit models import clip:{arch}/{pretrained} FILE', or pass --weights clip=FILE; "
+        f"or run with '--weights random' for an offline baseline"
+    )
+
+
+def make_clip(variant: str, choice: WeightsChoice, cache=None, allow_download=True) -> ClipEmbedder:
+    spec = variant or DEFAULT_CLIP
+    arch, _, pretrained = spec.partition("/")
+    pretrained = pretrained or "openai"
+    try:
+        import open_clip
+
+        if open_clip.get_model_config(arch) is None:
+            known = ", ".join(open_clip.list_models()[:8])
+            raise UsageError(f"unknown open_clip architecture '{arch}' (e.g. {known}, ...)")
+        if choice.mode == "pretrained" and pretrained not in open_clip.list_pretrained_tags_by_model(arch):
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+            raise UsageError(f"open_clip has no pretrained weights '{pretrained}' for {arch} (known: {tags})")
+    except ImportError:  # pragma: no cover
+        raise UsageError("the CLIP embedder needs open-clip-torch (pip install open-clip-torch)") from None
+    e = ClipEmbedder(
+        name=f"clip:{arch}/{pretrained}",
+        dim=0,
+        preprocess_id="openclip",
+        weights=choice.mode,
+        seed=choice.seed if choice.mode == "random" else None,
+        arch=arch,
+        pretrained=pretrained,
+        weights_path=choice.path,
+        cache=str(cache) if cache else None,
+        allow_download=allow_download,
+        normalize=True,
+    )
+    cfg = open_clip.get_model_config(arch)
+    e.dim = int(cfg.get("embed_dim", 0))
+    if choice.mode == "random":
+        e.weights_tag = f"random-seed{choice.seed}"
+    elif choice.mode == "file":
+        e.weights_sha256 = _short_sha(choice.path)
+        e.weights_tag = f"file-sha256-{e.weights_sha256[:16]}"
+    else:
+        e.weights_tag = "pretrained"
+    return e
+
+
+# --------------------------------------------------------------------------- registry
+def parse_embedder_name(name: str) -> tuple[str, str]:
+    """``'clip:ViT-B-32/openai'`` -> ``('clip', 'ViT-B-32/openai')``."""
+    family, _, variant = name.strip().partition(":")
+    return family.strip().lower(), variant.strip()
+
+
+FAMILIES = ("inception", "clip")
+
+
+def make_embedder(
+    name: str,
+    weights: dict[str, WeightsChoice] | None = None,
+    *,
+    cache=None,
+    allow_download: bool = True,
+    progress=None,
+) -> Embedder:
+    """Build an embedder (weights not loaded yet) from its command-line name."""
+    family, variant = parse_embedder_name(name)
+    choice = _choice_for(family, weights)
+    if family == "inception":
+        return make_inception(variant, choice, cache, allow_download, progress)
+    if family == "clip":
+        return make_clip(variant, choice, cache, allow_download)
+    if family == "torchscript":
+        raise UsageError("the torchscript embedder is not available in this version")
+    raise UsageError(f"unknown embedder '{name}': use inception[:clean|:pytorch-fid] or clip[:ARCH/PRETRAINED]")

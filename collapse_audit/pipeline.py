@@ -1,0 +1,172 @@
+"""Glue between the command line and the stages: build embedders, open the cache, run, save.
+
+These functions take plain values (paths, names, flags) and return results;
+they do not print and do not exit, so Python users can call them directly.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from . import weights as W
+from .cache import FeatureCache
+from .embed import EmbedResult, embed_folder
+from .embedders import (
+    Embedder,
+    clip_missing_message,
+    make_embedder,
+    parse_embedder_name,
+    parse_weights_options,
+)
+from .errors import InputError, UsageError, WeightsError
+from .features import FeatureSet, save_features
+from .progress import default_reporter
+
+
+def open_cache(cache_dir=None, use_cache: bool = True) -> FeatureCache | None:
+    if not use_cache:
+        return None
+    return FeatureCache(W.cache_dir(cache_dir) / "features.sqlite")
+
+
+def _download_progress(reporter):
+    """Adapter from byte counts to a progress task (created lazily)."""
+    state = {}
+
+    def hook(done: int, total: int | None):
+        # The plain reporter ignores this; rich shows a bar per download.
+        if "adv" not in state:
+            state["cm"] = reporter.task("downloading weights", total=total, unit="B")
+            state["adv"] = state["cm"].__enter__()
+            state["last"] = 0
+        state["adv"](done - state["last"])
+        state["last"] = done
+        if total is not None and done >= total:
+            state["cm"].__exit__(None, None, None)
+
+    return hook
+
+
+def build_embedders(
+    names: Sequence[str],
+    weights: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    cache_dir=None,
+    offline: bool = False,
+    progress: bool | None = None,
+) -> list[Embedder]:
+    """Embedders (not loaded yet) for the command-line names and ``--weights`` values."""
+    choices = parse_weights_options(weights, seed=seed)
+    reporter = default_reporter(progress)
+    embs = [
+        make_embedder(n, choices, cache=cache_dir, allow_download=not offline, progress=_download_progress(reporter))
+        for n in names
+    ]
+    ids = [e.id for e in embs]
+    if len(set(ids)) != len(ids):
+        raise UsageError(f"the same embedder was given twice: {', '.join(ids)}")
+    return embs
+
+
+def embed_to_file(
+    folder,
+    output,
+    *,
+    embedder: str = "inception",
+    weights: Sequence[str] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    batch_size: int = 64,
+    workers: int | None = None,
+    amp: bool = False,
+    cache_dir=None,
+    use_cache: bool = True,
+    offline: bool = False,
+    progress: bool | None = None,
+) -> tuple[EmbedResult, Path]:
+    """``collapse-audit embed``: embed ``folder`` with one embedder and write an ``.npz``."""
+    folder = Path(folder)
+    embs = build_embedders([embedder], weights, seed=seed, cache_dir=cache_dir, offline=offline, progress=progress)
+    cache = open_cache(cache_dir, use_cache)
+    try:
+        res = embed_folder(
+            folder, embs, device=device, batch_size=batch_size, workers=workers, cache=cache,
+            progress=default_reporter(progress), amp=amp,
+        )
+    finally:
+        if cache is not None:
+            cache.close()
+    e = embs[0]
+    if not res.paths:
+        raise InputError(f"{folder}: none of the {res.n_files} image files could be read (first: {res.failures[0]['path']}: {res.failures[0]['reason']})")
+    path = save_features(
+        output,
+        FeatureSet(
+            features=res.features[e.id],
+            paths=res.paths,
+            embedder_id=e.id,
+            preprocess_id=e.preprocess_id,
+            weights_sha256=e.weights_sha256,
+            random_weights=e.random_weights,
+            shas=res.shas,
+            failures=res.failures,
+            embedder=e.describe(),
+            root=str(folder),
+            n_files=res.n_files,
+        ),
+    )
+    return res, path
+
+
+# --------------------------------------------------------------------------- weights commands
+def fetch_weights(name: str, cache_dir=None) -> Path:
+    family, variant = parse_embedder_name(name)
+    if family == "inception":
+        reporter = default_reporter()
+        path, _ = W.fetch("inception", cache_dir, progress=_download_progress(reporter))
+        return path
+    if family == "clip":
+        e = make_embedder(name, None, cache=cache_dir)
+        e._build()  # open_clip downloads into <cache>/open_clip and verifies
+        return W.cache_dir(cache_dir) / "open_clip"
+    raise UsageError(f"unknown model '{name}': use inception or clip:ARCH/PRETRAINED")
+
+
+def import_weights(name: str, file, cache_dir=None) -> tuple[Path, str]:
+    family, variant = parse_embedder_name(name)
+    if family == "inception":
+        return W.import_file("inception", file, cache_dir)
+    if family == "clip":
+        import shutil
+
+        e = make_embedder(name, None, cache=cache_dir)
+        src = Path(file)
+        if not src.is_file():
+            raise WeightsError(f"{src}: no such file")
+        # Validate by loading it into the architecture before accepting it.
+        from .embedders import WeightsChoice, make_clip
+
+        probe = make_clip(variant, WeightsChoice("file", str(src)), cache_dir)
+        probe._build()
+        dest_dir = W.weights_dir(cache_dir) / "clip" / e.arch / e.pretrained
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        for old in dest_dir.iterdir():
+            old.unlink()
+        dest = dest_dir / src.name
+        shutil.copyfile(src, dest)
+        return dest, probe.weights_sha256
+    raise UsageError(f"unknown model '{name}': use inception or clip:ARCH/PRETRAINED")
+
+
+def weights_path(name: str, cache_dir=None) -> Path:
+    family, variant = parse_embedder_name(name)
+    if family == "inception":
+        return W.expected_path("inception", cache_dir)
+    if family == "clip":
+        from .embedders import DEFAULT_CLIP
+
+        arch, _, tag = (variant or DEFAULT_CLIP).partition("/")
+        return W.weights_dir(cache_dir) / "clip" / arch / (tag or "openai")
+    raise UsageError(f"unknown model '{name}': use inception or clip:ARCH/PRETRAINED")
