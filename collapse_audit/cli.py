@@ -96,6 +96,83 @@ def _print_failures(failures, side: str | None = None, limit: int = 20):
     err.print(t)
 
 
+# --------------------------------------------------------------------------- scan
+@app.command()
+def scan(
+    gen: Path = typer.Argument(..., help="Generated images: a folder or an .npz embeddings file."),
+    real: Path = typer.Option(..., "--real", "-r", help="Real images: a folder or an .npz embeddings file (e.g. from 'collapse-audit embed')."),
+    out_dir: Path = typer.Option(Path("collapse-audit-out"), "--out", "-o", help="Output folder for results.json (and report.html)."),
+    embedder: Optional[List[str]] = typer.Option(None, "--embedder", "-e", help=EMBEDDER_HELP + " Repeatable; the first is primary. Default for folders: inception and clip."),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed for random weights, KID subsets, bootstrap, clustering."),
+    k: int = typer.Option(5, "--k", min=1, help="Neighbours for precision/recall/density/coverage."),
+    kid_subsets: int = typer.Option(100, "--kid-subsets", min=1, help="KID: number of random subsets."),
+    kid_subset_size: int = typer.Option(1000, "--kid-subset-size", min=2, help="KID: subset size (capped at the smaller set)."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals of precision/recall/density/coverage (0 = off)."),
+    fail_on: Optional[List[str]] = typer.Option(None, "--fail-on", help="Gate rule 'NAME OP NUMBER' that FAILS the scan when true, e.g. 'coverage<0.8'. Repeatable."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="TOML file of gate rules (fail_on = [...])."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write the gate as a JUnit XML file (one test case per rule)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding worker processes."),
+    amp: bool = typer.Option(False, "--amp", help="Mixed precision on GPU."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Weights and feature cache."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    offline: bool = typer.Option(False, "--offline", help="Never download weights."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+):
+    """Compare generated images with real ones: metrics, results.json, and a CI gate (exit 1 when a rule fails)."""
+    from . import gate as G
+    from .pipeline import scan_and_write
+    from .scan import ScanConfig
+
+    rules = [G.parse_rule(r) for r in (fail_on or [])]
+    if policy is not None:
+        rules += G.load_policy(policy)
+    cfg = ScanConfig(
+        embedders=embedder, weights=weights, seed=seed, device=device, batch_size=batch_size, workers=workers,
+        amp=amp, cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, offline=offline,
+        progress=progress, k=k, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap,
+        command=["collapse-audit", *sys.argv[1:]] if sys.argv and "collapse" in sys.argv[0] else None,
+    )
+    results, gate_result, path = scan_and_write(gen, real, cfg, rules, out_dir, junit)
+    _print_scan_summary(results)
+    _print_failures([f for f in results["failures"]], limit=10)
+    out.print(f"results: {path}")
+    if not gate_result.passed:
+        for v in gate_result.violations:
+            err.print(f"[bold red]GATE FAILED[/]: {v.message}")
+        raise typer.Exit(1)
+    if rules:
+        out.print(f"[green]gate passed[/] ({len(rules)} rule(s))")
+
+
+def _print_scan_summary(results: dict):
+    for n in results.get("notes", []):
+        style = "bold yellow" if n.startswith("RANDOM") else "yellow"
+        err.print(f"[{style}]note:[/] {n}", markup=True)
+    ins = results["inputs"]
+    out.print(f"real: {ins['real']['n_images']} images ({ins['real']['n_failed']} failed) | "
+              f"generated: {ins['gen']['n_images']} images ({ins['gen']['n_failed']} failed)")
+    for eid, block in results["by_embedder"].items():
+        m = block["metrics"]
+        from .scan import interpret
+
+        t = Table(title=f"{eid}" + ("  [primary]" if eid == results["primary_embedder"] else ""), title_justify="left")
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        t.add_column("what it means", overflow="fold")
+        notes = interpret(m)
+        for key in ("fid", "kid", "precision", "recall", "density", "coverage"):
+            v = m.get(key)
+            val = "-" if v is None else (f"{v:.4g}" if key != "kid" else f"{v:.4g} +/- {m.get('kid_std') or 0:.2g}")
+            ci = (m.get("ci") or {}).get(key)
+            if ci:
+                val += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+            t.add_row(key, val, notes.get(key, "not computed (see notes)"))
+        out.print(t)
+
+
 # --------------------------------------------------------------------------- models
 @models_app.command("list")
 def models_list(cache_dir: Optional[Path] = typer.Option(None, "--cache-dir")):

@@ -170,3 +170,31 @@ def weights_path(name: str, cache_dir=None) -> Path:
         arch, _, tag = (variant or DEFAULT_CLIP).partition("/")
         return W.weights_dir(cache_dir) / "clip" / arch / (tag or "openai")
     raise UsageError(f"unknown model '{name}': use inception or clip:ARCH/PRETRAINED")
+
+
+# --------------------------------------------------------------------------- scan
+def scan_and_write(gen, real, cfg, rules=(), out_dir="collapse-audit-out", junit=None, env=None):
+    """Run a scan, evaluate the gate, write ``results.json`` (and JUnit / GitHub summary).
+
+    Returns ``(results, gate_result, results_path)``. Gate rules must already be
+    parsed (``gate.parse_rule`` / ``gate.load_policy``) so that a bad rule fails
+    before any work is done.
+    """
+    import json
+
+    from . import gate as G
+    from .scan import run_scan
+
+    results, real_side, gen_side = run_scan(gen, real, cfg)
+    gate_result = G.evaluate(list(rules), results)
+    results["gate"] = gate_result.to_dict()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    if junit:
+        G.write_junit(gate_result, junit)
+    G.append_github_summary(gate_result, results, env=env)
+    return results, gate_result, path

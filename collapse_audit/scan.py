@@ -1,0 +1,331 @@
+"""``collapse-audit scan``: load or embed both sides, compute the metrics per embedder,
+assemble ``results.json`` and evaluate the gate.
+
+Each side is an image folder (embedded here, through the cache) or an
+embeddings file (``.npz`` from ``collapse-audit embed`` or a user's own). Every
+metric is computed for every embedder both sides share; ``metrics`` repeats
+the primary (first) embedder's values. Features of different embedders are
+never compared: a scan with no embedder in common is an input error.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import __version__
+from .embed import embed_folder
+from .embedders import Embedder
+from .errors import InputError
+from .features import UNKNOWN_EMBEDDER, load_features
+
+SCHEMA_VERSION = "1.0"
+DEFAULT_EMBEDDERS = ("inception", "clip")
+METRIC_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage")
+
+
+@dataclass
+class Side:
+    """One side of the comparison, as feature arrays per embedder id."""
+
+    name: str  # 'real' | 'gen'
+    source: str
+    kind: str  # 'folder' | 'features'
+    features: dict[str, np.ndarray]
+    paths: list[str]
+    shas: list[str] | None = None
+    labels: list[str] | None = None
+    failures: list[dict] = field(default_factory=list)
+    n_files: int = 0
+    embedders: dict[str, dict] = field(default_factory=dict)  # id -> description
+    root: str | None = None
+
+    @property
+    def n_images(self) -> int:
+        return len(self.paths)
+
+    def describe(self) -> dict:
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "n_images": self.n_images,
+            "n_failed": len(self.failures),
+            "n_files": int(self.n_files),
+            "embedders": list(self.features),
+        }
+
+
+@dataclass
+class ScanConfig:
+    """Everything a scan needs besides the two inputs (the CLI's options)."""
+
+    embedders: Sequence[str] | None = None  # None: defaults, or those of a features file
+    weights: Sequence[str] | None = None
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int | None = None
+    amp: bool = False
+    cache_dir: str | None = None
+    use_cache: bool = True
+    offline: bool = False
+    progress: bool | None = None
+    k: int = 5
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    bootstrap: int = 0
+    command: list[str] | None = None
+
+
+def is_features_file(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.suffix.lower() == ".npz" and not p.is_dir()
+
+
+def side_from_features(path, name: str) -> Side:
+    fs = load_features(path)
+    desc = fs.embedder or {"id": fs.embedder_id}
+    desc.setdefault("id", fs.embedder_id)
+    return Side(
+        name=name, source=str(path), kind="features", features={fs.embedder_id: fs.features}, paths=fs.paths,
+        shas=fs.shas, labels=fs.labels, failures=list(fs.failures), n_files=fs.n_files or (len(fs.paths) + len(fs.failures)),
+        embedders={fs.embedder_id: desc}, root=fs.root,
+    )
+
+
+def side_from_folder(path, name: str, embs: Sequence[Embedder], cfg: ScanConfig, cache, reporter) -> Side:
+    res = embed_folder(path, embs, device=cfg.device, batch_size=cfg.batch_size, workers=cfg.workers,
+                       cache=cache, progress=reporter, amp=cfg.amp)
+    if not res.paths:
+        first = res.failures[0]
+        raise InputError(f"{path} ({name}): none of the {res.n_files} image files could be read (e.g. {first['path']}: {first['reason']})")
+    return Side(
+        name=name, source=str(path), kind="folder", features=res.features, paths=res.paths, shas=res.shas,
+        failures=res.failures, n_files=res.n_files, embedders={e.id: e.describe() for e in embs}, root=str(path),
+    )
+
+
+def embedder_names_for(fs_desc: dict) -> tuple[str, str | None]:
+    """Rebuild the command-line name and weights value of an embedder described in a features file."""
+    name = fs_desc.get("name", "")
+    if name == "inception" and fs_desc.get("preprocess_id"):
+        name = f"inception:{fs_desc['preprocess_id']}"
+    w = fs_desc.get("weights")
+    weights = "random" if w == "random" else None
+    return name, weights
+
+
+def pair_embedders(real: Side, gen: Side) -> list[str]:
+    """Embedder ids both sides have, in the generated side's order; refuse mismatches."""
+    common = [e for e in gen.features if e in real.features]
+    if not common:
+        raise InputError(
+            "the two sides were embedded differently and cannot be compared: "
+            f"real has {', '.join(real.features)}; generated has {', '.join(gen.features)} "
+            "(embed both with the same --embedder and --weights)"
+        )
+    for e in common:
+        dr, dg = real.features[e].shape[1], gen.features[e].shape[1]
+        if dr != dg:
+            raise InputError(f"feature dimensions differ for {e}: real {dr}, generated {dg}")
+    return common
+
+
+def interpret(metrics: dict) -> dict[str, str]:
+    """One plain sentence per metric on what its value means (heuristic bands, not verdicts)."""
+    def pct(v):
+        return f"{100 * v:.0f}%"
+
+    out = {}
+    fid = metrics.get("fid")
+    if fid is not None:
+        out["fid"] = (f"Frechet distance between Gaussian fits of the two feature sets ({fid:.2f}); lower is closer. "
+                      "Comparable only at the same embedder, preprocessing and sample sizes.")
+    kid = metrics.get("kid")
+    if kid is not None:
+        std = metrics.get("kid_std") or 0.0
+        if kid <= 0 or (std > 0 and kid <= 2 * std):
+            verdict = "indistinguishable from 0 at this sample size."
+        elif std == 0:
+            verdict = "above 0 (one subset only: no spread estimate)."
+        else:
+            verdict = "clearly above 0: the distributions differ."
+        out["kid"] = f"Unbiased MMD^2 with a cubic kernel ({kid:.4g} +/- {std:.2g}); " + verdict
+    p, r = metrics.get("precision"), metrics.get("recall")
+    d, c = metrics.get("density"), metrics.get("coverage")
+    if p is not None:
+        out["precision"] = (f"{pct(p)} of generated samples lie inside the real data's k-NN manifold"
+                            + ("; low precision = off-manifold / low-fidelity samples." if p < 0.6 else "."))
+    if r is not None:
+        out["recall"] = (f"{pct(r)} of real samples lie inside the generated manifold"
+                         + ("; low recall = missing modes (mode collapse)." if r < 0.6 else "."))
+    if d is not None:
+        out["density"] = (f"density {d:.2f}: ~1 when generated samples crowd real neighbourhoods like real ones do"
+                          + ("; well below 1 = off-manifold samples." if d < 0.7 else "; well above 1 = samples piled on dense real regions (collapse towards common modes)." if d > 1.3 else "."))
+    if c is not None:
+        out["coverage"] = (f"{pct(c)} of real samples have a generated sample in their k-NN ball"
+                           + ("; low coverage = dropped modes." if c < 0.8 else "."))
+    return out
+
+
+def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: list[str], label: str) -> dict:
+    """FID, KID, precision/recall, density/coverage (and bootstrap CIs) for one embedder."""
+    from . import metrics as M
+
+    out: dict = {key: None for key in METRIC_KEYS}
+    out["k"] = cfg.k
+    nr, ng = len(real), len(gen)
+    sr, sg = M.GaussianStats(real.shape[1]), M.GaussianStats(gen.shape[1])
+    sr.update(real)
+    sg.update(gen)
+    out["fid"] = _finite(M.frechet_distance(sr.mean, sr.cov, sg.mean, sg.cov))
+    if min(nr, ng) < real.shape[1]:
+        notes.append(f"{label}: fewer samples ({min(nr, ng)}) than feature dimensions ({real.shape[1]}): "
+                     "the covariances are singular and FID is biased upwards; compare FIDs only at equal N.")
+    k_res = M.kid(real, gen, n_subsets=cfg.kid_subsets, subset_size=cfg.kid_subset_size, seed=cfg.seed)
+    out["kid"], out["kid_std"] = _finite(k_res.mean), _finite(k_res.std)
+    out["kid_subset_size"] = int(k_res.subset_size)
+    if min(nr, ng) <= cfg.k:
+        notes.append(f"{label}: precision/recall/density/coverage need more than k={cfg.k} samples per side; skipped.")
+    else:
+        pr = M.prdc(real, gen, k=cfg.k)
+        out.update(precision=_finite(pr.precision), recall=_finite(pr.recall), density=_finite(pr.density),
+                   coverage=_finite(pr.coverage))
+        if cfg.bootstrap:
+            b = M.prdc_bootstrap(real, gen, k=cfg.k, n_boot=cfg.bootstrap, seed=cfg.seed)
+            out["ci"] = {name: [b.low[name], b.high[name]] for name in ("precision", "recall", "density", "coverage")}
+            out["ci_level"] = 1 - b.alpha
+            out["ci_method"] = f"percentile bootstrap, {b.n_boot} resamples of both sets"
+    return out
+
+
+def _finite(v) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _versions() -> dict:
+    try:
+        import torch
+
+        tv = torch.__version__
+    except Exception:  # pragma: no cover
+        tv = None
+    return {"python": platform.python_version(), "torch": tv}
+
+
+def build_results(real: Side, gen: Side, ids: list[str], per: dict[str, dict], cfg: ScanConfig,
+                  notes: list[str], timings: dict) -> dict:
+    emb_desc = []
+    for e in ids:
+        d = dict(gen.embedders.get(e) or real.embedders.get(e) or {"id": e})
+        d.setdefault("id", e)
+        d.setdefault("name", e.split(":")[0])
+        d["dim"] = int(real.features[e].shape[1])
+        d.setdefault("preprocess_id", "")
+        d.setdefault("weights", "random" if d.get("random_weights") else ("file" if d.get("weights_sha256") else "pretrained"))
+        d.setdefault("weights_sha256", None)
+        d.setdefault("random_weights", d.get("weights") == "random")
+        d.setdefault("seed", None)
+        d.setdefault("device", None)
+        emb_desc.append(d)
+    if any(d["random_weights"] for d in emb_desc):
+        notes.insert(0, "RANDOM WEIGHTS: at least one embedder uses seeded random weights; its numbers are a baseline, "
+                        "comparable only with the same seed and never with published FIDs.")
+    failures = [{"path": f["path"], "side": s.name, "reason": f["reason"]} for s in (real, gen) for f in s.failures]
+    primary = ids[0]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "collapse-audit", "version": __version__, "command": list(cfg.command or sys.argv), **_versions()},
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": {"real": real.describe(), "gen": gen.describe()},
+        "failures": failures,
+        "embedders": emb_desc,
+        "primary_embedder": primary,
+        "metrics": dict(per[primary]),
+        "by_embedder": {e: {"metrics": per[e], "n_real": real.n_images, "n_gen": gen.n_images} for e in ids},
+        "interpretation": interpret(per[primary]),
+        "clusters": None,
+        "classes": None,
+        "subgroups": None,
+        "duplicates": None,
+        "gate": {"passed": True, "rules": [], "violations": []},
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "notes": notes,
+        "settings": {"seed": cfg.seed, "k": cfg.k, "kid_subsets": cfg.kid_subsets, "kid_subset_size": cfg.kid_subset_size,
+                     "bootstrap": cfg.bootstrap, "device": cfg.device, "batch_size": cfg.batch_size},
+    }
+
+
+def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
+    """Run the scan (no gate): returns ``(results, real side, gen side)``."""
+    from .pipeline import build_embedders, open_cache
+    from .progress import default_reporter
+
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    reporter = default_reporter(cfg.progress)
+    for p, what in ((gen_path, "generated"), (real_path, "real")):
+        if not Path(p).exists():
+            raise InputError(f"{p}: no such file or folder ({what} images: a folder or an .npz embeddings file)")
+
+    sides: dict[str, Side] = {}
+    t0 = time.perf_counter()
+    for name, p in (("real", real_path), ("gen", gen_path)):
+        if is_features_file(p):
+            sides[name] = side_from_features(p, name)
+    folder_sides = [(n, p) for n, p in (("real", real_path), ("gen", gen_path)) if n not in sides]
+    if folder_sides:
+        names = list(cfg.embedders or [])
+        weights = list(cfg.weights or [])
+        if not names:
+            if sides:  # match the embedder of the features file on the other side
+                other = next(iter(sides.values()))
+                for desc in other.embedders.values():
+                    n, w = embedder_names_for(desc)
+                    if not n or n == UNKNOWN_EMBEDDER:
+                        raise InputError(f"{other.source}: the embedder of these features is unknown, so the folder on the "
+                                         "other side cannot be embedded to match; give both sides as .npz files")
+                    names.append(n)
+                    if w and not weights:
+                        weights = [w]
+                    seed = desc.get("seed")
+                    if seed is not None and cfg.seed != seed and w == "random":
+                        cfg.seed = int(seed)
+            else:
+                names = list(DEFAULT_EMBEDDERS)
+        embs = build_embedders(names, weights, seed=cfg.seed, cache_dir=cfg.cache_dir, offline=cfg.offline, progress=cfg.progress)
+        cache = open_cache(cfg.cache_dir, cfg.use_cache)
+        try:
+            for name, p in folder_sides:
+                if not Path(p).is_dir():
+                    raise InputError(f"{p}: not a folder of images or an .npz embeddings file")
+                sides[name] = side_from_folder(p, name, embs, cfg, cache, reporter)
+        finally:
+            if cache is not None:
+                cache.close()
+    timings["embed"] = time.perf_counter() - t0
+    real, gen = sides["real"], sides["gen"]
+    for s in (real, gen):
+        if s.n_images < 2:
+            raise InputError(f"{s.source}: {s.n_images} usable image(s) on the {s.name} side; a scan needs at least 2 per side")
+
+    ids = pair_embedders(real, gen)
+    if UNKNOWN_EMBEDDER in ids:
+        notes.append("the embedder of the features files is unknown (user-made .npz): both sides are assumed to come from the same one.")
+    t0 = time.perf_counter()
+    per = {e: compute_metrics(real.features[e], gen.features[e], cfg, notes, e) for e in ids}
+    timings["metrics"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_all
+    return build_results(real, gen, ids, per, cfg, notes, timings), real, gen
