@@ -393,6 +393,29 @@ class ClipEmbedder(Embedder):
         return _wrap_clip(model)
 
 
+def clip_encode_text(emb: "ClipEmbedder", prompts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """L2-normalised CLIP text embeddings (float32, len(prompts) x dim) with the embedder's own model.
+
+    Builds the model if it is not loaded yet (on CPU unless ``emb.load`` chose a device).
+    """
+    import open_clip
+    import torch
+
+    if not isinstance(emb, ClipEmbedder):
+        raise UsageError(f"zero-shot prompts need a CLIP embedder, not {emb.name}")
+    if not emb.loaded:
+        emb.load("cpu")
+    model = emb._model.m
+    tok = open_clip.get_tokenizer(emb.arch)
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(prompts), batch_size):
+            t = tok(list(prompts[i : i + batch_size])).to(emb._device)
+            y = model.encode_text(t).float()
+            outs.append(torch.nn.functional.normalize(y, dim=-1).cpu().numpy())
+    return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, emb.dim), np.float32)
+
+
 def _load_any_state_dict(path: str) -> dict:
     if str(path).endswith(".safetensors"):
         try:
