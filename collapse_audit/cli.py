@@ -227,6 +227,19 @@ def models_path(name: str = typer.Argument(...), cache_dir: Optional[Path] = typ
     out.print(str(weights_path(name, cache_dir)))
 
 
+# --------------------------------------------------------------------------- report / compare
+def _register_report_commands():
+    from . import report_cli
+
+    report_cli.register(app, out, err)
+
+
+try:
+    _register_report_commands()
+except ImportError:  # pragma: no cover - during development only
+    pass
+
+
 # --------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""

@@ -139,7 +139,9 @@ class Embedder:
         if self._model is not None and self._device == device:
             return self
         model = self._build()
-        model.eval().requires_grad_(False)
+        model.eval()
+        for prm in model.parameters():
+            prm.requires_grad_(False)
         if device.startswith("cuda"):
             # Exact fp32 unless mixed precision is asked for: TF32 convolutions
             # would move Inception features beyond the 1e-4 parity tolerance.
@@ -500,6 +502,160 @@ def make_clip(variant: str, choice: WeightsChoice, cache=None, allow_download=Tr
     return e
 
 
+# --------------------------------------------------------------------------- TorchScript
+TS_META_FILE = "collapse_audit.json"
+
+
+class _TorchScriptPreprocess:
+    """Resize (PIL, anti-aliased), to [0,1], optional grayscale, then (x - mean) / std."""
+
+    def __init__(self, size: tuple[int, int], mean: Sequence[float], std: Sequence[float], channels: int, resample: str):
+        self.size, self.mean, self.std, self.channels, self.resample = tuple(size), list(mean), list(std), channels, resample
+
+    def __call__(self, img):
+        import torch
+        from PIL import Image
+
+        filt = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}[self.resample]
+        h, w = self.size
+        if self.channels == 1:
+            img = img.convert("L")
+        if img.size != (w, h):
+            img = img.resize((w, h), resample=filt)
+        a = np.asarray(img, dtype=np.float32) / 255.0
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        m = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+        sd = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        return (t - m) / sd
+
+
+def parse_torchscript_spec(spec: str) -> tuple[str, dict]:
+    """``PATH?size=28&mean=0.5&std=0.5&channels=1&resample=bilinear`` -> (path, overrides)."""
+    path, _, query = spec.partition("?")
+    opts: dict = {}
+    for part in filter(None, query.split("&")):
+        key, _, val = part.partition("=")
+        key = key.strip()
+        try:
+            if key == "size":
+                v = [int(x) for x in val.replace("x", ",").split(",")]
+                opts["input_size"] = v * 2 if len(v) == 1 else v
+            elif key in ("mean", "std"):
+                opts[key] = [float(x) for x in val.split(",")]
+            elif key == "channels":
+                opts["channels"] = int(val)
+            elif key == "resample":
+                opts["resample"] = val
+            else:
+                raise UsageError(f"unknown TorchScript option '{key}' (size, mean, std, channels, resample)")
+        except ValueError:
+            raise UsageError(f"bad TorchScript option '{part}' in '{spec}'") from None
+    return path, opts
+
+
+def read_torchscript(path: str) -> tuple[object, dict]:
+    """Load a TorchScript module and its ``collapse_audit.json`` metadata (extra file)."""
+    import json
+
+    import torch
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"{p}: no such TorchScript file")
+    extra = {TS_META_FILE: ""}
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+            module = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{p}: not a TorchScript file ({msg}); export with torch.jit.script/trace and .save()") from None
+    meta = {}
+    if extra[TS_META_FILE]:
+        try:
+            meta = json.loads(extra[TS_META_FILE])
+        except (ValueError, TypeError):
+            raise WeightsError(f"{p}: its {TS_META_FILE} metadata is not valid JSON") from None
+    return module, meta
+
+
+@dataclass
+class TorchScriptEmbedder(Embedder):
+    """A user's own model (TorchScript) mapping a float image batch to feature vectors or logits.
+
+    Metadata travels in the file as the extra file ``collapse_audit.json``::
+
+        {"input_size": [H, W], "mean": [...], "std": [...], "channels": 3,
+         "resample": "bicubic", "class_names": [...]}   # class_names: classifiers only
+
+    and can be overridden on the command line (``torchscript:PATH?size=64&mean=0.5&std=0.5``).
+    TorchScript files are programs: load only files you trust.
+    """
+
+    path: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        m = self.meta
+        size = m.get("input_size") or [224, 224]
+        channels = int(m.get("channels", 3))
+        mean = m.get("mean") or [0.0] * channels
+        std = m.get("std") or [1.0] * channels
+        if len(mean) == 1:
+            mean = mean * channels
+        if len(std) == 1:
+            std = std * channels
+        if len(mean) != channels or len(std) != channels:
+            raise UsageError(f"{self.path}: mean/std must have {channels} values (or 1)")
+        self._pre = _TorchScriptPreprocess(tuple(size), mean, std, channels, m.get("resample", "bicubic"))
+
+    @property
+    def class_names(self) -> list[str] | None:
+        names = self.meta.get("class_names")
+        return [str(n) for n in names] if names else None
+
+    def preprocess(self, img):
+        return self._pre(img)
+
+    @property
+    def preprocess_fn(self):
+        return self._pre
+
+    def _build(self):
+        module, _ = read_torchscript(self.path)
+        return module
+
+
+def make_torchscript(spec: str, choice: WeightsChoice | None = None, normalize: bool = False) -> TorchScriptEmbedder:
+    path, overrides = parse_torchscript_spec(spec)
+    module, meta = read_torchscript(path)
+    meta = {**meta, **overrides}
+    digest = W.sha256_file(path)
+    pre = "ts-{}x{}-c{}-{}".format(*(meta.get("input_size") or [224, 224]), meta.get("channels", 3), meta.get("resample", "bicubic"))
+    import hashlib as _h
+
+    pre += "-" + _h.sha256(repr((meta.get("mean"), meta.get("std"))).encode()).hexdigest()[:8]
+    e = TorchScriptEmbedder(
+        name=f"torchscript:{Path(path).name}", dim=int(meta.get("dim", 0)), preprocess_id=pre, weights="file",
+        weights_sha256=digest, weights_tag=f"sha256-{digest[:16]}", normalize=normalize, path=str(Path(path).expanduser()),
+        meta=meta,
+    )
+    if not e.dim:
+        # probe the output size once on a blank input so the id/dim are known before embedding
+        import torch
+
+        h, w = meta.get("input_size") or [224, 224]
+        with torch.inference_mode():
+            y = module(torch.zeros(1, int(meta.get("channels", 3)), int(h), int(w)))
+        if not hasattr(y, "shape") or y.ndim != 2:
+            raise UsageError(f"{path}: the TorchScript model must return a 2-D tensor (batch x features), got {getattr(y, 'shape', type(y))}")
+        e.dim = int(y.shape[1])
+    return e
+
+
 # --------------------------------------------------------------------------- registry
 def parse_embedder_name(name: str) -> tuple[str, str]:
     """``'clip:ViT-B-32/openai'`` -> ``('clip', 'ViT-B-32/openai')``."""
@@ -507,7 +663,7 @@ def parse_embedder_name(name: str) -> tuple[str, str]:
     return family.strip().lower(), variant.strip()
 
 
-FAMILIES = ("inception", "clip")
+FAMILIES = ("inception", "clip", "torchscript")
 
 
 def make_embedder(
@@ -526,5 +682,7 @@ def make_embedder(
     if family == "clip":
         return make_clip(variant, choice, cache, allow_download)
     if family == "torchscript":
-        raise UsageError("the torchscript embedder is not available in this version")
-    raise UsageError(f"unknown embedder '{name}': use inception[:clean|:pytorch-fid] or clip[:ARCH/PRETRAINED]")
+        if not variant:
+            raise UsageError("use torchscript:PATH (optionally ?size=H,W&mean=...&std=...)")
+        return make_torchscript(variant)
+    raise UsageError(f"unknown embedder '{name}': use inception[:clean|:pytorch-fid], clip[:ARCH/PRETRAINED] or torchscript:PATH")
