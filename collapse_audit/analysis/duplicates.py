@@ -1,0 +1,352 @@
+"""Near-duplicates within the generated set, and near-copies of real images.
+
+Two questions, both in cosine distance ``d = 1 - cos(a, b)`` (features are
+L2-normalised here, so ``d`` lies in [0, 2]):
+
+* **Within generated** - which generated images repeat each other?  Pairs at
+  distance ``<= threshold`` are found with a FAISS range search
+  (``IndexFlatIP.range_search``, queries in blocks so the result buffers stay
+  bounded) and grouped by connected components of that sparse pair graph
+  (single linkage, ``scipy.sparse.csgraph.connected_components``).  Files with
+  the same content hash are joined too (exact byte duplicates).
+* **Generated vs real** - which generated images copy a real one
+  (memorization)?  The threshold is calibrated on the real set itself, in the
+  spirit of the authenticity test of Alaa et al. (2022), "How Faithful is your
+  Synthetic Data?  Sample-level Metrics for Evaluating and Auditing Generative
+  Models" (ICML), and of the near-copy search of Carlini et al. (2023),
+  "Extracting Training Data from Diffusion Models" (USENIX Security): a
+  generated image is a near-copy when it is closer to its nearest real image
+  than all but ``copy_quantile`` of real images are to their nearest *other*
+  real image.
+
+No N x N matrix is ever formed: FAISS searches run over query blocks and the
+pair graph is sparse and compressed to a spanning forest between blocks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["find_duplicates", "DEFAULT_DUP_THRESHOLD", "DEFAULT_COPY_QUANTILE"]
+
+#: Default within-generated threshold: cosine distance 0.05 (cosine similarity
+#: >= 0.95).  For L2-normalised CLIP image features that is "the same picture"
+#: (re-encodes, resizes, tiny edits, a generator repeating itself); distinct
+#: images of one subject are typically 0.1-0.3 apart.
+DEFAULT_DUP_THRESHOLD = 0.05
+#: Default calibration quantile of the real nearest-neighbour distances.
+DEFAULT_COPY_QUANTILE = 0.01
+#: Real nearest-neighbour distances at or below this are exact duplicates
+#: inside the real set and are left out of the calibration.
+_ZERO = 1e-6
+_MAX_RESULTS_PER_BLOCK = 1 << 22  # range-search block: at most ~4M (query, base) pairs
+_KNN_BLOCK = 16384
+_PATHS_PER_GROUP = 24
+_DIAMETER_MAX = 2048
+
+
+def _normalise(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array (n_samples, n_features); got shape {x.shape}")
+    x = np.array(x, dtype=np.float32, copy=True, order="C")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    norms = np.linalg.norm(x.astype(np.float64), axis=1)
+    x /= np.maximum(norms, 1e-12).astype(np.float32)[:, None]
+    return x
+
+
+def _ip_index(x: np.ndarray):
+    import faiss
+
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    return index
+
+
+def _components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Connected-component label of each of ``n`` nodes for the sparse edge list."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    g = coo_matrix((np.ones(src.size, dtype=np.float32), (src, dst)), shape=(n, n)).tocsr()
+    _, labels = connected_components(g, directed=False)
+    return labels
+
+
+def _forest(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Star edges (smallest member -> every other member) spanning each component."""
+    n = labels.size
+    first = np.full(labels.max() + 1, n, dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(n))
+    rep = first[labels]
+    keep = rep != np.arange(n)
+    return rep[keep], np.nonzero(keep)[0]
+
+
+def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst):
+    """Component labels and per-node max incident edge distance for pairs with d <= threshold."""
+    n = x.shape[0]
+    index = _ip_index(x)
+    radius = float(1.0 - threshold) - 1e-6  # FAISS keeps IP > radius; filtered exactly below
+    block = int(max(1, min(n, _MAX_RESULTS_PER_BLOCK // max(n, 1))))
+    node_max = np.full(n, -1.0, dtype=np.float64)
+    src_parts, dst_parts = [np.asarray(extra_src, np.int64)], [np.asarray(extra_dst, np.int64)]
+    if src_parts[0].size:
+        node_max[src_parts[0]] = np.maximum(node_max[src_parts[0]], 0.0)
+        node_max[dst_parts[0]] = np.maximum(node_max[dst_parts[0]], 0.0)
+    n_edges = src_parts[0].size
+    for s in range(0, n, block):
+        lims, sims, ids = index.range_search(x[s : s + block], radius)
+        q = np.repeat(np.arange(s, s + lims.size - 1, dtype=np.int64), np.diff(lims.astype(np.int64)))
+        j = ids.astype(np.int64)
+        d = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
+        keep = (j > q) & (d <= threshold)
+        q, j, d = q[keep], j[keep], d[keep]
+        if q.size:
+            np.maximum.at(node_max, q, d)
+            np.maximum.at(node_max, j, d)
+            src_parts.append(q)
+            dst_parts.append(j)
+            n_edges += q.size
+        if n_edges > 4 * n:  # compress to a spanning forest: memory O(n + block)
+            f_src, f_dst = _forest(_components(n, np.concatenate(src_parts), np.concatenate(dst_parts)))
+            src_parts, dst_parts, n_edges = [f_src], [f_dst], f_src.size
+    labels = _components(n, np.concatenate(src_parts), np.concatenate(dst_parts))
+    return labels, node_max
+
+
+def _diameter(x: np.ndarray) -> float:
+    """Largest pairwise cosine distance among the (normalised) rows, in 512-row tiles."""
+    best = 0.0
+    for s in range(0, x.shape[0], 512):
+        sims = x[s : s + 512].astype(np.float64) @ x.astype(np.float64).T
+        best = max(best, float(np.clip(1.0 - sims.min(), 0.0, 2.0)))
+    return best
+
+
+def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups) -> dict:
+    n = xg.shape[0]
+    src, dst = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if gen_shas is not None:
+        codes = np.unique(np.asarray(gen_shas, dtype=object).astype(str), return_inverse=True)[1].ravel()
+        src, dst = _forest(codes)
+    labels, node_max = _near_pairs_graph(xg, threshold, src, dst)
+    sizes = np.bincount(labels)
+    in_group = sizes[labels] >= 2
+    comp_ids = np.nonzero(sizes >= 2)[0]
+    members: dict[int, list[int]] = {int(c): [] for c in comp_ids}
+    for i in np.nonzero(in_group)[0]:
+        members[int(labels[i])].append(int(i))
+    groups = []
+    for c, idx in members.items():
+        shas = {str(gen_shas[i]) for i in idx} if gen_shas is not None else None
+        groups.append((len(idx), idx[0], idx, shas))
+    groups.sort(key=lambda g: (-g[0], g[1]))
+    exact_groups = sum(1 for g in groups if g[3] is not None and len(g[3]) == 1)
+    out_groups = []
+    for size, _, idx, shas in groups[:max_groups]:
+        ia = np.asarray(idx)
+        out_groups.append(
+            {
+                "size": int(size),
+                "paths": [gen_paths[i] for i in idx[:_PATHS_PER_GROUP]],
+                "max_distance": float(max(node_max[ia].max(), 0.0)),
+                "diameter": _diameter(xg[ia]) if size <= _DIAMETER_MAX else None,
+                "exact": bool(shas is not None and len(shas) == 1),
+                "n_distinct_files": len(shas) if shas is not None else None,
+            }
+        )
+    n_in = int(in_group.sum())
+    return {
+        "metric": "cosine",
+        "threshold": float(threshold),
+        "n": int(n),
+        "n_groups": int(len(groups)),
+        "n_in_groups": n_in,
+        "dup_fraction": n_in / n,
+        "exact_groups": int(exact_groups),
+        "groups": out_groups,
+    }
+
+
+def _real_nn_distances(xr: np.ndarray, real_shas) -> tuple[np.ndarray, int]:
+    """Distance of every real row to its nearest *other* real row (FAISS kNN, k = 2).
+
+    Rows whose nearest other row is an exact duplicate (distance <= 1e-6 or the
+    same content hash) are left out; returns (distances kept, number left out).
+    """
+    n = xr.shape[0]
+    index = _ip_index(xr)
+    kk = min(2, n)
+    nn_d = np.empty(n, dtype=np.float64)
+    nn_i = np.empty(n, dtype=np.int64)
+    for s in range(0, n, _KNN_BLOCK):
+        sims, ids = index.search(xr[s : s + _KNN_BLOCK], kk)
+        rows = np.arange(s, s + ids.shape[0])
+        # the self match is usually first; with ties (a duplicate) it may be second
+        col = np.where(ids[:, 0] == rows, 1, 0)
+        nn_i[rows] = ids[np.arange(ids.shape[0]), col]
+        nn_d[rows] = np.clip(1.0 - sims[np.arange(ids.shape[0]), col].astype(np.float64), 0.0, 2.0)
+    dup = nn_d <= _ZERO
+    if real_shas is not None:
+        shas = np.asarray(real_shas, dtype=object).astype(str)
+        dup |= shas == shas[nn_i]
+    return nn_d[~dup], int(dup.sum())
+
+
+def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quantile, copy_threshold, max_pairs) -> dict:
+    n_gen, n_real = xg.shape[0], xr.shape[0]
+    calib: dict = {
+        "method": "quantile of real nearest-other-real cosine distances (exact real duplicates excluded)",
+        "quantile": float(copy_quantile),
+        "real_nn_distance_quantile": None,
+        "n_real": int(n_real),
+        "n_real_used": 0,
+        "n_real_duplicates_excluded": 0,
+    }
+    if n_real >= 2:
+        d_nn, n_excl = _real_nn_distances(xr, real_shas)
+        calib["n_real_used"] = int(d_nn.size)
+        calib["n_real_duplicates_excluded"] = n_excl
+        if d_nn.size:
+            calib["real_nn_distance_quantile"] = float(np.quantile(d_nn, copy_quantile))
+            calib["real_nn_distance_median"] = float(np.median(d_nn))
+    if copy_threshold is not None:
+        thr = float(copy_threshold)
+        calib["override"] = True
+    else:
+        thr = calib["real_nn_distance_quantile"]
+
+    # nearest real neighbour of every generated sample
+    index = _ip_index(xr)
+    nn_d = np.empty(n_gen, dtype=np.float64)
+    nn_i = np.empty(n_gen, dtype=np.int64)
+    for s in range(0, n_gen, _KNN_BLOCK):
+        sims, ids = index.search(xg[s : s + _KNN_BLOCK], 1)
+        nn_i[s : s + ids.shape[0]] = ids[:, 0]
+        nn_d[s : s + ids.shape[0]] = np.clip(1.0 - sims[:, 0].astype(np.float64), 0.0, 2.0)
+    exact = np.zeros(n_gen, dtype=bool)
+    if gen_shas is not None and real_shas is not None:
+        first: dict[str, int] = {}
+        for i, h in enumerate(real_shas):
+            first.setdefault(str(h), i)
+        for g, h in enumerate(gen_shas):
+            r = first.get(str(h))
+            if r is not None:
+                exact[g] = True
+                nn_i[g] = r
+                nn_d[g] = 0.0
+    flagged = exact.copy()
+    if thr is not None:
+        flagged |= nn_d < thr
+    idx = np.nonzero(flagged)[0]
+    idx = idx[np.lexsort((idx, nn_d[idx]))][:max_pairs]
+    pairs = [
+        {"gen_path": gen_paths[g], "real_path": real_paths[nn_i[g]], "distance": float(nn_d[g]), "exact": bool(exact[g])}
+        for g in idx
+    ]
+    n_mem = int(flagged.sum())
+    # base rate: a generator that samples the real distribution without copying
+    # has about copy_quantile of its outputs below d_copy by chance
+    base = float(copy_quantile) if copy_threshold is None and thr is not None else None
+    p_excess = None
+    if base is not None:
+        from scipy.stats import binom
+
+        p_excess = float(binom.sf(n_mem - 1, n_gen, base)) if n_mem > 0 else 1.0
+    return {
+        "metric": "cosine",
+        "threshold": thr,
+        "calibration": calib,
+        "n": int(n_gen),
+        "n_memorized": n_mem,
+        "n_exact": int(exact.sum()),
+        "memorized_fraction": n_mem / n_gen,
+        "expected_by_chance": base,
+        "p_excess": p_excess,
+        "pairs": pairs,
+    }
+
+
+def find_duplicates(
+    gen: np.ndarray,
+    real: np.ndarray | None,
+    *,
+    gen_paths,
+    real_paths=None,
+    gen_shas=None,
+    real_shas=None,
+    threshold: float | None = None,
+    copy_quantile: float = DEFAULT_COPY_QUANTILE,
+    copy_threshold: float | None = None,
+    max_groups: int = 50,
+    max_pairs: int = 100,
+    embedder: str = "",
+) -> dict:
+    """Near-duplicate groups among generated images and near-copies of real ones.
+
+    Features are L2-normalised here; distances are cosine distances
+    ``d = 1 - cos`` in [0, 2].
+
+    Within generated (``within_gen``): pairs with ``d <= threshold``
+    (default :data:`DEFAULT_DUP_THRESHOLD` = 0.05) from a blocked FAISS range
+    search, plus pairs with equal ``gen_shas`` (byte-identical files), joined
+    into connected components (single linkage).  ``dup_fraction`` is the share
+    of generated images in a group of size >= 2.  Groups are listed largest
+    first (at most ``max_groups``; at most 24 paths each, lowest index first)
+    with ``max_distance`` = the largest linking edge in the group (<= threshold),
+    ``diameter`` = the largest pairwise distance (groups of <= 2048 images,
+    else null) and ``exact`` = every member has the same content hash.
+
+    Generated vs real (``gen_vs_real``, when ``real`` is given), after Alaa et
+    al. (2022) and Carlini et al. (2023): the threshold is calibrated on the
+    real set, ``d_copy = quantile_q({min_{r' != r} d(r, r') : r in real})``
+    with ``q = copy_quantile`` (default 1%, numpy's linear interpolation), the
+    nearest *other* real image found by FAISS kNN with k = 2; real images whose
+    nearest other is an exact duplicate (``d <= 1e-6`` or equal hash) are left
+    out, so duplicates inside the training set do not drive ``d_copy`` to 0.
+    A generated image is a near-copy when ``d(g, NN_real(g)) < d_copy``
+    (strict), or when its hash equals a real one (``distance 0``,
+    ``exact: true``).  For a generator that samples the real distribution
+    without copying, ``d(g, NN_real(g))`` is distributed like the real
+    nearest-neighbour distances, so about ``copy_quantile`` of its outputs are
+    flagged by chance: read ``memorized_fraction`` against that base rate
+    (``expected_by_chance`` = ``copy_quantile``; ``p_excess`` = one-sided
+    binomial tail ``P(X >= n_memorized)``, ``X ~ Bin(n_gen, copy_quantile)``:
+    small when there are more near-copies than chance explains).
+    ``copy_threshold`` overrides the calibrated value.  Pairs are listed
+    closest first (at most ``max_pairs``).
+
+    Returns the ``duplicates`` section of results.json.
+    """
+    xg = _normalise(gen, "generated features")
+    if len(gen_paths) != xg.shape[0]:
+        raise ValueError("gen_paths must have one entry per generated feature row")
+    if gen_shas is not None and len(gen_shas) != xg.shape[0]:
+        raise ValueError("gen_shas must have one entry per generated feature row")
+    thr = DEFAULT_DUP_THRESHOLD if threshold is None else float(threshold)
+    if not 0 <= thr <= 2:
+        raise ValueError(f"threshold is a cosine distance in [0, 2]; got {threshold}")
+    if not 0 <= copy_quantile <= 1:
+        raise ValueError(f"copy_quantile must be in [0, 1]; got {copy_quantile}")
+    gen_paths = [str(p) for p in gen_paths]
+
+    out = {
+        "embedder": embedder,
+        "within_gen": _within_gen(xg, gen_paths, gen_shas, thr, int(max_groups)),
+        "gen_vs_real": None,
+    }
+    if real is not None:
+        xr = _normalise(real, "real features")
+        if xr.shape[1] != xg.shape[1]:
+            raise ValueError(f"real and generated features differ in dimension: {xr.shape[1]} vs {xg.shape[1]}")
+        if real_paths is None or len(real_paths) != xr.shape[0]:
+            raise ValueError("real_paths must have one entry per real feature row")
+        if real_shas is not None and len(real_shas) != xr.shape[0]:
+            raise ValueError("real_shas must have one entry per real feature row")
+        out["gen_vs_real"] = _gen_vs_real(
+            xg, xr, gen_paths, [str(p) for p in real_paths], gen_shas, real_shas,
+            float(copy_quantile), copy_threshold, int(max_pairs),
+        )
+    return out
