@@ -112,6 +112,19 @@ def scan(
     fail_on: Optional[List[str]] = typer.Option(None, "--fail-on", help="Gate rule 'NAME OP NUMBER' that FAILS the scan when true, e.g. 'coverage<0.8'. Repeatable."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="TOML file of gate rules (fail_on = [...])."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write the gate as a JUnit XML file (one test case per rule)."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", min=2, help="k-means clusters of the real set for mode dropout (default: grows with N)."),
+    cluster_space: Optional[str] = typer.Option(None, "--cluster-space", help="Embedder used for clusters, duplicates and the UMAP (default: CLIP if present, else the primary)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="'folders': class = top-level sub-folder name."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV with columns path,label[,side][,attribute columns...]; paths relative to each side's root."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names for CLIP zero-shot classification of both sides."),
+    classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="File with one class name per line (zero-shot)."),
+    classifier: Optional[str] = typer.Option(None, "--classifier", help="TorchScript classifier PATH[?size=..&mean=..&std=..] with class_names in its metadata."),
+    subgroup: Optional[List[str]] = typer.Option(None, "--subgroup", help="Zero-shot attribute 'name=prompt A|prompt B' (or 'name=a:prompt|b:prompt'). Repeatable."),
+    intersect: Optional[List[str]] = typer.Option(None, "--intersect", help="Also analyse the intersection of two attributes 'A,B'. Repeatable."),
+    dup_threshold: Optional[float] = typer.Option(None, "--dup-threshold", help="Cosine distance under which two generated images are near-duplicates."),
+    copy_quantile: float = typer.Option(0.001, "--copy-quantile", help="Near-copy threshold = this quantile of real-to-real nearest-neighbour distances."),
+    alpha: float = typer.Option(0.05, "--alpha", help="False discovery rate for the dropout tests (Benjamini-Hochberg)."),
+    no_analysis: bool = typer.Option(False, "--no-analysis", help="Metrics only: skip clusters, classes, subgroups and duplicates."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding worker processes."),
@@ -123,17 +136,44 @@ def scan(
 ):
     """Compare generated images with real ones: metrics, results.json, and a CI gate (exit 1 when a rule fails)."""
     from . import gate as G
+    from .analysis.run import AnalysisConfig
     from .pipeline import scan_and_write
     from .scan import ScanConfig
 
     rules = [G.parse_rule(r) for r in (fail_on or [])]
     if policy is not None:
         rules += G.load_policy(policy)
+    if labels not in (None, "folders"):
+        raise UsageError(f"--labels {labels}: the only label source by name is 'folders' (use --manifest, --classes or --classifier)")
+    class_list = None
+    if classes or classes_file:
+        from .labels import parse_classes
+
+        class_list = parse_classes(classes, str(classes_file) if classes_file else None)
+    pairs = []
+    for it in intersect or []:
+        a, _, b = it.partition(",")
+        if not a.strip() or not b.strip():
+            raise UsageError(f"--intersect '{it}': use two attribute names separated by a comma")
+        pairs.append((a.strip(), b.strip()))
+    if manifest is not None and not manifest.is_file():
+        raise UsageError(f"--manifest {manifest}: no such file")
+    acfg = AnalysisConfig(
+        space=cluster_space, clusters=clusters, alpha=alpha, seed=seed, k=k, labels=labels,
+        manifest=str(manifest) if manifest else None, classes=class_list, subgroups=list(subgroup or []),
+        intersections=pairs, dup_threshold=dup_threshold, copy_quantile=copy_quantile, skip=no_analysis,
+    )
+    if subgroup:
+        from .labels import parse_subgroup
+
+        for sgs in subgroup:
+            parse_subgroup(sgs)  # syntax errors before any work
     cfg = ScanConfig(
         embedders=embedder, weights=weights, seed=seed, device=device, batch_size=batch_size, workers=workers,
         amp=amp, cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, offline=offline,
         progress=progress, k=k, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap,
         command=["collapse-audit", *sys.argv[1:]] if sys.argv and "collapse" in sys.argv[0] else None,
+        classifier=classifier, analysis=acfg,
     )
     results, gate_result, path = scan_and_write(gen, real, cfg, rules, out_dir, junit)
     _print_scan_summary(results)
@@ -171,6 +211,37 @@ def _print_scan_summary(results: dict):
                 val += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
             t.add_row(key, val, notes.get(key, "not computed (see notes)"))
         out.print(t)
+    _print_findings(results)
+
+
+def _print_findings(results: dict):
+    """One line per analysis finding: what was dropped, skewed, duplicated or copied."""
+    lines = []
+    c = results.get("clusters")
+    if c:
+        lines.append(f"clusters: {len(c['dropped'])} of {c['k']} dropped, {len(c.get('under', []))} under-represented "
+                     f"(NDB/K = {c['ndb_fraction']:.2f}, in {c['embedder']})")
+    k = results.get("classes")
+    if k:
+        agree = (k.get("classifier") or {}).get("agreement")
+        extra = f"; classifier agreement {agree:.0%}" if agree is not None else ""
+        lines.append(f"classes ({k['source']}): dropped {', '.join(k['dropped']) or 'none'}; "
+                     f"under {', '.join(k.get('under', [])) or 'none'}; max gap {k['max_gap']:.1%}{extra}")
+    sg = results.get("subgroups")
+    if sg:
+        for a in sg.get("attributes", []):
+            if a.get("max_gap") is None:
+                continue
+            tag = " (perceived, estimated by a model)" if a.get("perceived") else ""
+            lines.append(f"subgroup {a['name']}{tag}: max gap {a['max_gap']:.1%} ({a.get('max_gap_group')}); "
+                         f"dropped {', '.join(a.get('dropped', [])) or 'none'}")
+    d = results.get("duplicates")
+    if d:
+        w, g = d["within_gen"], d["gen_vs_real"]
+        lines.append(f"duplicates: {w['dup_fraction']:.1%} of generated images are near-duplicates ({w['n_groups']} groups); "
+                     f"{g['memorized_fraction']:.1%} are near-copies of real images ({g['n_memorized']})")
+    for line in lines:
+        out.print(line)
 
 
 # --------------------------------------------------------------------------- models

@@ -25,6 +25,7 @@ from . import __version__
 from .embed import embed_folder
 from .embedders import Embedder
 from .errors import InputError
+from .analysis.run import AnalysisConfig, run_analyses
 from .features import UNKNOWN_EMBEDDER, load_features
 
 SCHEMA_VERSION = "1.0"
@@ -83,6 +84,8 @@ class ScanConfig:
     kid_subset_size: int = 1000
     bootstrap: int = 0
     command: list[str] | None = None
+    classifier: str | None = None  # TorchScript classifier spec (torchscript PATH[?options])
+    analysis: "AnalysisConfig | None" = None
 
 
 def is_features_file(path: str | os.PathLike) -> bool:
@@ -123,9 +126,9 @@ def embedder_names_for(fs_desc: dict) -> tuple[str, str | None]:
     return name, weights
 
 
-def pair_embedders(real: Side, gen: Side) -> list[str]:
+def pair_embedders(real: Side, gen: Side, exclude: Sequence[str] = ()) -> list[str]:
     """Embedder ids both sides have, in the generated side's order; refuse mismatches."""
-    common = [e for e in gen.features if e in real.features]
+    common = [e for e in gen.features if e in real.features and e not in exclude]
     if not common:
         raise InputError(
             "the two sides were embedded differently and cannot be compared: "
@@ -280,6 +283,19 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
         if not Path(p).exists():
             raise InputError(f"{p}: no such file or folder ({what} images: a folder or an .npz embeddings file)")
 
+    acfg = cfg.analysis or AnalysisConfig(seed=cfg.seed, k=cfg.k)
+    classifier = None
+    if cfg.classifier:
+        from .embedders import make_torchscript
+
+        classifier = make_torchscript(cfg.classifier)
+        if not classifier.class_names:
+            raise InputError(f"{cfg.classifier}: a classifier needs its class names in its collapse_audit.json metadata "
+                             "(\"class_names\": [...]) so that its outputs can be named")
+        if len(classifier.class_names) != classifier.dim:
+            raise InputError(f"{cfg.classifier}: {len(classifier.class_names)} class names but the model returns {classifier.dim} outputs")
+        acfg.classifier_id, acfg.classifier_names = classifier.id, classifier.class_names
+    embedder_objs: dict = {}
     sides: dict[str, Side] = {}
     t0 = time.perf_counter()
     for name, p in (("real", real_path), ("gen", gen_path)):
@@ -306,12 +322,15 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
             else:
                 names = list(DEFAULT_EMBEDDERS)
         embs = build_embedders(names, weights, seed=cfg.seed, cache_dir=cfg.cache_dir, offline=cfg.offline, progress=cfg.progress)
+        if classifier is not None:
+            embs.append(classifier)
         cache = open_cache(cfg.cache_dir, cfg.use_cache)
         try:
             for name, p in folder_sides:
                 if not Path(p).is_dir():
                     raise InputError(f"{p}: not a folder of images or an .npz embeddings file")
                 sides[name] = side_from_folder(p, name, embs, cfg, cache, reporter)
+            embedder_objs = {e.id: e for e in embs}
         finally:
             if cache is not None:
                 cache.close()
@@ -321,11 +340,39 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
         if s.n_images < 2:
             raise InputError(f"{s.source}: {s.n_images} usable image(s) on the {s.name} side; a scan needs at least 2 per side")
 
-    ids = pair_embedders(real, gen)
+    ids = pair_embedders(real, gen, exclude=[acfg.classifier_id] if acfg.classifier_id else [])
     if UNKNOWN_EMBEDDER in ids:
         notes.append("the embedder of the features files is unknown (user-made .npz): both sides are assumed to come from the same one.")
     t0 = time.perf_counter()
     per = {e: compute_metrics(real.features[e], gen.features[e], cfg, notes, e) for e in ids}
     timings["metrics"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if (acfg.classes or acfg.subgroups) and not any(type(e).__name__ == "ClipEmbedder" for e in embedder_objs.values()):
+        embedder_objs.update(_embedders_from_descriptions(real, cfg))
+    sections = run_analyses(real, gen, ids, acfg, notes, embedder_objs)
+    timings["analysis"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
-    return build_results(real, gen, ids, per, cfg, notes, timings), real, gen
+    results = build_results(real, gen, ids, per, cfg, notes, timings)
+    results.update(sections)
+    results["settings"]["analysis"] = {
+        "space": sections.get("analysis_space"), "clusters": acfg.clusters, "alpha": acfg.alpha,
+        "labels": acfg.labels, "manifest": acfg.manifest, "classes": acfg.classes, "classifier": cfg.classifier,
+        "subgroups": acfg.subgroups, "dup_threshold": acfg.dup_threshold, "copy_quantile": acfg.copy_quantile,
+    }
+    return results, real, gen
+
+
+def _embedders_from_descriptions(side: Side, cfg: ScanConfig) -> dict:
+    """Rebuild (unloaded) CLIP embedders described in a features file, for zero-shot text prompts."""
+    from .pipeline import build_embedders
+
+    out = {}
+    for eid, desc in side.embedders.items():
+        if not eid.startswith("clip:"):
+            continue
+        name, w = embedder_names_for(desc)
+        e = build_embedders([name], [w] if w else cfg.weights, seed=desc.get("seed") or cfg.seed,
+                            cache_dir=cfg.cache_dir, offline=cfg.offline)[0]
+        if e.id == eid:
+            out[eid] = e
+    return out
