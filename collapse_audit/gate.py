@@ -140,10 +140,10 @@ ALIASES: dict[str, Alias] = dict(
 #: What fills each optional top-level section; used in "section is null" errors.
 #: (The CLI may overwrite these strings with its exact option names.)
 SECTION_HINTS: dict[str, str] = {
-    "clusters": "it is filled by the cluster analysis (enable clustering in the scan)",
-    "classes": "it is filled only when the scan knows class labels (folder names, a manifest CSV, zero-shot prompts or a classifier)",
-    "subgroups": "it is filled only when the scan is given subgroup attributes",
-    "duplicates": "it is filled by the near-duplicate / memorization analysis (enable it in the scan)",
+    "clusters": "cluster dropout needs at least 20 real images and runs unless --no-analysis is given",
+    "classes": "class dropout needs labels: --labels folders, --manifest FILE, --classes 'a,b,c' (zero-shot CLIP) or --classifier MODEL.pt",
+    "subgroups": "subgroup gaps need attributes: --manifest FILE with attribute columns for both sides, or --subgroup 'name=prompt A|prompt B'",
+    "duplicates": "the duplicate analysis runs unless --no-analysis is given",
 }
 
 
