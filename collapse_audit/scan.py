@@ -186,10 +186,7 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
     out: dict = {key: None for key in METRIC_KEYS}
     out["k"] = cfg.k
     nr, ng = len(real), len(gen)
-    sr, sg = M.GaussianStats(real.shape[1]), M.GaussianStats(gen.shape[1])
-    sr.update(real)
-    sg.update(gen)
-    out["fid"] = _finite(M.frechet_distance(sr.mean, sr.cov, sg.mean, sg.cov))
+    out["fid"] = _finite(M.fid_from_features(real, gen))
     if min(nr, ng) < real.shape[1]:
         notes.append(f"{label}: fewer samples ({min(nr, ng)}) than feature dimensions ({real.shape[1]}): "
                      "the covariances are singular and FID is biased upwards; compare FIDs only at equal N.")
@@ -206,7 +203,8 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
             b = M.prdc_bootstrap(real, gen, k=cfg.k, n_boot=cfg.bootstrap, seed=cfg.seed)
             out["ci"] = {name: [b.low[name], b.high[name]] for name in ("precision", "recall", "density", "coverage")}
             out["ci_level"] = 1 - b.alpha
-            out["ci_method"] = f"percentile bootstrap, {b.n_boot} resamples of both sets"
+            out["ci_method"] = (f"percentile bootstrap of the per-sample terms, {b.n_boot} resamples "
+                                "(k-NN balls estimated once from the full sets)")
     return out
 
 
