@@ -125,6 +125,7 @@ def scan(
     copy_quantile: float = typer.Option(0.001, "--copy-quantile", help="Near-copy threshold = this quantile of real-to-real nearest-neighbour distances."),
     alpha: float = typer.Option(0.05, "--alpha", help="False discovery rate for the dropout tests (Benjamini-Hochberg)."),
     no_analysis: bool = typer.Option(False, "--no-analysis", help="Metrics only: skip clusters, classes, subgroups and duplicates."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html (results.json only)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding worker processes."),
@@ -175,10 +176,12 @@ def scan(
         command=["collapse-audit", *sys.argv[1:]] if sys.argv and "collapse" in sys.argv[0] else None,
         classifier=classifier, analysis=acfg,
     )
-    results, gate_result, path = scan_and_write(gen, real, cfg, rules, out_dir, junit)
+    results, gate_result, path = scan_and_write(gen, real, cfg, rules, out_dir, junit, report=not no_report)
     _print_scan_summary(results)
     _print_failures([f for f in results["failures"]], limit=10)
     out.print(f"results: {path}")
+    if (path.parent / "report.html").exists() and not no_report:
+        out.print(f"report:  {path.parent / 'report.html'}")
     if not gate_result.passed:
         for v in gate_result.violations:
             err.print(f"[bold red]GATE FAILED[/]: {v.message}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -76,18 +75,27 @@ class _DecodeDataset:
         return len(self.files)
 
     def __getitem__(self, k):
-        idx = self.indices[k]
+        out, reason = decode_and_preprocess(self.files[k], self.needs[k], self.preprocess, self.max_pixels)
+        return self.indices[k], out, reason
+
+
+def decode_and_preprocess(path: str, needs: Sequence[str], preprocess: dict, max_pixels: int) -> tuple[dict, str | None]:
+    """Decode one file once and apply each needed embedder's preprocessing.
+
+    Returns ``({embedder id: CHW tensor}, None)`` or ``({}, reason)``; shared by
+    the local engine's DataLoader workers and the Ray engine's decode tasks.
+    """
+    try:
+        img = D.load_rgb(path, max_pixels=max_pixels)
+    except D.DecodeFailure as e:
+        return {}, e.reason
+    out = {}
+    for eid in needs:
         try:
-            img = D.load_rgb(self.files[k], max_pixels=self.max_pixels)
-        except D.DecodeFailure as e:
-            return idx, {}, e.reason
-        out = {}
-        for eid in self.needs[k]:
-            try:
-                out[eid] = self.preprocess[eid](img)
-            except Exception as e:  # a preprocessing bug must not lose the run
-                return idx, {}, f"preprocessing failed for {eid}: {_one_line(e)}"
-        return idx, out, None
+            out[eid] = preprocess[eid](img)
+        except Exception as e:  # a preprocessing bug must not lose the run
+            return {}, f"preprocessing failed for {eid}: {_one_line(e)}"
+    return out, None
 
 
 def _one_line(e: BaseException) -> str:
@@ -130,8 +138,51 @@ def embed_files(
     max_pixels: int | None = None,
 ) -> EmbedResult:
     """Embed ``rel_paths`` under ``root`` with every embedder; see module docstring."""
-    import torch
 
+    def compute(files, todo_idx, todo_needs, max_pixels, stats):
+        import torch
+
+        dev = resolve_device(device)
+        by_id = {e.id: e for e in embedders}
+        ds = _DecodeDataset([files[i] for i in todo_idx], todo_idx, todo_needs,
+                            {e.id: e.preprocess_fn for e in embedders}, max_pixels)
+        nw = default_workers() if workers is None else max(0, int(workers))
+        nw = min(nw, max(0, len(ds) // max(1, batch_size // 4)))  # no pool for a handful of files
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=batch_size, shuffle=False, num_workers=nw, collate_fn=_collate,
+            pin_memory=dev.startswith("cuda"), persistent_workers=False,
+            prefetch_factor=4 if nw > 0 else None,
+        )
+        for batches, fails in loader:
+            out = {}
+            for eid, (idxs, x) in batches.items():
+                e = by_id[eid]
+                if not e.loaded:
+                    e.load(dev, amp=amp)
+                out[eid] = (idxs, e.embed_batch(x))
+            yield out, fails
+
+    return embed_cached(root, rel_paths, embedders, compute, cache=cache, progress=progress, max_pixels=max_pixels)
+
+
+def embed_cached(
+    root: str | os.PathLike,
+    rel_paths: Sequence[str],
+    embedders: Sequence[Embedder],
+    compute,
+    *,
+    cache: FeatureCache | None = None,
+    progress: ProgressReporter | None = None,
+    max_pixels: int | None = None,
+) -> EmbedResult:
+    """The engine-independent part of embedding: hash, cache look-up, assembly, cache writes.
+
+    ``compute(files, todo_idx, todo_needs, max_pixels, stats)`` is called only
+    when some file misses the cache; it yields ``({embedder id: (indices,
+    features B x D)}, [(index, failure reason)])`` in any order and may add
+    engine figures to ``stats``. Features are written to the cache here, in
+    the calling process, as they arrive.
+    """
     t0 = time.perf_counter()
     progress = progress or ProgressReporter()
     root = str(root)
@@ -140,6 +191,7 @@ def embed_files(
     own_cache = cache is None
     cache = cache or FeatureCache(":memory:")
     decoder_id = f"{DECODER_ID}:max{max_pixels}"
+    engine_stats: dict = {}
     try:
         shas = cache.hash_files(files, workers=max(2, default_workers()))
         n = len(files)
@@ -175,27 +227,14 @@ def embed_files(
         by_id = {e.id: e for e in embedders}
         new_fail: list[tuple[str, str]] = []
         if todo_idx:
-            dev = resolve_device(device)
-            ds = _DecodeDataset([files[i] for i in todo_idx], todo_idx, todo_needs,
-                                {e.id: e.preprocess_fn for e in embedders}, max_pixels)
-            nw = default_workers() if workers is None else max(0, int(workers))
-            nw = min(nw, max(0, len(ds) // max(1, batch_size // 4)))  # no pool for a handful of files
-            loader = torch.utils.data.DataLoader(
-                ds, batch_size=batch_size, shuffle=False, num_workers=nw, collate_fn=_collate,
-                pin_memory=dev.startswith("cuda"), persistent_workers=False,
-                prefetch_factor=4 if nw > 0 else None,
-            )
-            with progress.task("embedding", total=len(ds)) as advance:
-                for batches, fails in loader:
+            with progress.task("embedding", total=len(todo_idx)) as advance:
+                for batches, fails in compute(files, todo_idx, todo_needs, max_pixels, engine_stats):
                     for idx, reason in fails:
                         failures[idx] = reason
                         new_fail.append((shas[idx], reason))
                     done = len(fails)
-                    for eid, (idxs, x) in batches.items():
+                    for eid, (idxs, y) in batches.items():
                         e = by_id[eid]
-                        if not e.loaded:
-                            e.load(dev, amp=amp)
-                        y = e.embed_batch(x)
                         if feats[eid] is None or feats[eid].shape[1] != y.shape[1]:
                             feats[eid] = np.zeros((n, y.shape[1]), dtype=np.float32)
                             e.dim = int(y.shape[1])
@@ -229,6 +268,7 @@ def embed_files(
                 "n_computed": len(todo_idx) - len(new_fail),
                 "model_calls": {e.id: e.model_calls for e in embedders},
                 "seconds": round(time.perf_counter() - t0, 3),
+                **engine_stats,
             },
         )
     finally:

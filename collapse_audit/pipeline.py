@@ -6,6 +6,7 @@ they do not print and do not exit, so Python users can call them directly.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -14,7 +15,6 @@ from .cache import FeatureCache
 from .embed import EmbedResult, embed_folder
 from .embedders import (
     Embedder,
-    clip_missing_message,
     make_embedder,
     parse_embedder_name,
     parse_weights_options,
@@ -173,7 +173,7 @@ def weights_path(name: str, cache_dir=None) -> Path:
 
 
 # --------------------------------------------------------------------------- scan
-def scan_and_write(gen, real, cfg, rules=(), out_dir="collapse-audit-out", junit=None, env=None):
+def scan_and_write(gen, real, cfg, rules=(), out_dir="collapse-audit-out", junit=None, env=None, report: bool = True):
     """Run a scan, evaluate the gate, write ``results.json`` (and JUnit / GitHub summary).
 
     Returns ``(results, gate_result, results_path)``. Gate rules must already be
@@ -197,4 +197,12 @@ def scan_and_write(gen, real, cfg, rules=(), out_dir="collapse-audit-out", junit
     if junit:
         G.write_junit(gate_result, junit)
     G.append_github_summary(gate_result, results, env=env)
+    if report:
+        from .report import write_report
+
+        t0 = time.perf_counter()
+        write_report(results, real_side, gen_side, out, seed=cfg.seed)
+        results["timings"]["report"] = round(time.perf_counter() - t0, 3)
+        tmp.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
     return results, gate_result, path
