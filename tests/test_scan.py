@@ -33,7 +33,7 @@ def test_scan_on_feature_files_matches_reference_implementations(tmp_path, run_c
     from pytorch_fid.fid_score import calculate_frechet_distance
 
     rp, gp, real, gen = feature_files
-    code, out, err = run_cli("scan", gp, "--real", rp, "--out", tmp_path / "out", "--kid-subset-size", "100")
+    code, out, err = run_cli("scan", gp, "--real", rp, "--no-report", "--out", tmp_path / "out", "--kid-subset-size", "100")
     assert code == 0, err
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert validate_results(res) == []
@@ -57,9 +57,9 @@ def test_scan_on_feature_files_matches_reference_implementations(tmp_path, run_c
 def test_gate_rule_that_holds_fails_and_unknown(tmp_path, run_cli, feature_files):
     rp, gp, *_ = feature_files
     out = tmp_path / "o"
-    code, _, err = run_cli("scan", gp, "--real", rp, "--out", out, "--fail-on", "coverage<0.01", "--junit", tmp_path / "ok.xml")
+    code, _, err = run_cli("scan", gp, "--real", rp, "--no-report", "--out", out, "--fail-on", "coverage<0.01", "--junit", tmp_path / "ok.xml")
     assert code == 0, err
-    code, stdout, err = run_cli("scan", gp, "--real", rp, "--out", out, "--fail-on", "precision<0.99",
+    code, stdout, err = run_cli("scan", gp, "--real", rp, "--no-report", "--out", out, "--fail-on", "precision<0.99",
                                 "--fail-on", "fid>1e9", "--junit", tmp_path / "j.xml")
     assert code == 1
     res = json.loads((out / "results.json").read_text())
@@ -72,10 +72,10 @@ def test_gate_rule_that_holds_fails_and_unknown(tmp_path, run_cli, feature_files
     assert len(suite.findall("testcase")) == 2
 
     (out / "results.json").unlink()
-    code, _, err = run_cli("scan", gp, "--real", rp, "--out", out, "--fail-on", "nonsense_metric<3")
+    code, _, err = run_cli("scan", gp, "--real", rp, "--no-report", "--out", out, "--fail-on", "nonsense_metric<3")
     assert code == 2 and "unknown metric" in err and "Traceback" not in err
     assert not (out / "results.json").exists(), "a bad rule must fail before any work"
-    code, _, err = run_cli("scan", gp, "--real", rp, "--out", out, "--fail-on", "metrics.no_such_key>3")
+    code, _, err = run_cli("scan", gp, "--real", rp, "--no-report", "--out", out, "--fail-on", "metrics.no_such_key>3")
     assert code == 2 and "Traceback" not in err
 
 
@@ -85,7 +85,7 @@ def test_policy_file_and_github_summary(tmp_path, run_cli, feature_files, monkey
     pol.write_text('fail_on = ["recall<0.0001", "by_embedder[\\"test-embedder\\"].metrics.fid > 1e6"]\n')
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    code, _, err = run_cli("scan", gp, "--real", rp, "--out", tmp_path / "o", "--policy", pol)
+    code, _, err = run_cli("scan", gp, "--real", rp, "--no-report", "--out", tmp_path / "o", "--policy", pol)
     assert code == 0, err
     text = summary.read_text()
     assert "recall" in text and "passed" in text.lower()
@@ -93,7 +93,7 @@ def test_policy_file_and_github_summary(tmp_path, run_cli, feature_files, monkey
 
 def test_bootstrap_intervals_bracket_the_estimate(tmp_path, run_cli, feature_files):
     rp, gp, *_ = feature_files
-    code, out, err = run_cli("scan", gp, "--real", rp, "--out", tmp_path / "o", "--bootstrap", "20")
+    code, out, err = run_cli("scan", gp, "--real", rp, "--no-report", "--out", tmp_path / "o", "--bootstrap", "20")
     assert code == 0, err
     m = json.loads((tmp_path / "o" / "results.json").read_text())["metrics"]
     for key in ("precision", "recall", "coverage"):
@@ -105,7 +105,7 @@ def test_different_embedders_are_refused(tmp_path, run_cli):
     rng = np.random.default_rng(1)
     a = _npz(tmp_path / "a.npz", rng.normal(size=(20, 8)), embedder_id="inception:random-seed0:clean")
     b = _npz(tmp_path / "b.npz", rng.normal(size=(20, 8)), embedder_id="clip:ViT-B-32/openai:pretrained:openclip")
-    code, _, err = run_cli("scan", a, "--real", b, "--out", tmp_path / "o")
+    code, _, err = run_cli("scan", a, "--real", b, "--no-report", "--out", tmp_path / "o")
     assert code == 2 and "embedded differently" in err and "Traceback" not in err
 
 
@@ -135,6 +135,8 @@ def test_scan_folders_end_to_end_with_random_weights_and_bad_files(tmp_path, run
     assert len(res["by_embedder"]) == 2 and res["primary_embedder"].startswith("inception:random-seed0")
     assert all(e["random_weights"] for e in res["embedders"])
     assert any(n.startswith("RANDOM WEIGHTS") for n in res["notes"])
+    html = (out / "report.html").read_text()
+    assert "broken.jpg" in html and "RANDOM WEIGHTS" in html and (out / "report_data.json").exists()
     for block in res["by_embedder"].values():
         assert block["metrics"]["fid"] is not None and block["metrics"]["fid"] >= 0
     # features file on one side, folder on the other: the folder is embedded to match

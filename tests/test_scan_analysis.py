@@ -34,7 +34,8 @@ def _save(path, feats, labels=None, prefix="x", shas=None):
 
 def _scan(run_cli, tmp_path, gen, real, *extra, name="out"):
     out = tmp_path / name
-    code, stdout, err = run_cli("scan", gen, "--real", real, "--out", out, "--kid-subsets", "10", "--kid-subset-size", "200", *extra)
+    code, stdout, err = run_cli("scan", gen, "--real", real, "--out", out, "--kid-subsets", "10", "--kid-subset-size", "200",
+                                "--no-report", *extra)
     res = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else None
     return code, res, stdout, err
 
