@@ -64,6 +64,10 @@ def embed(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: on a terminal, off in CI)."),
+    stats_out: Optional[Path] = typer.Option(None, "--stats-out", help="Also write reusable FID statistics (mean, covariance, count, embedder id) for 'scan --real STATS.npz'."),
+    engine: str = typer.Option("local", "--engine", help="Embedding engine: local (DataLoader workers + one device) or ray (Ray Data cluster)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join ('auto' = the one started by 'ray start --head'); default: start a local instance."),
+    shard_dir: Optional[Path] = typer.Option(None, "--shard-dir", help="Ray engine: folder (shared storage) for feature shards; default: via Ray's object store."),
 ):
     """Embed a folder of images into an .npz file (features, paths, embedder id, failures)."""
     from .pipeline import embed_to_file
@@ -71,6 +75,7 @@ def embed(
     res, path = embed_to_file(
         folder, output, embedder=embedder, weights=weights, seed=seed, device=device, batch_size=batch_size,
         workers=workers, amp=amp, cache_dir=cache_dir, use_cache=not no_cache, offline=offline, progress=progress,
+        engine=engine, ray_address=ray_address, shard_dir=str(shard_dir) if shard_dir else None, stats_out=stats_out,
     )
     e = res.embedders[0]
     s = res.stats
@@ -80,6 +85,8 @@ def embed(
         f"embedded {s['n_embedded']} of {s['n_files']} files with {e.id} "
         f"({s['n_from_cache']} from cache, {s['n_computed']} computed, {s['n_failed']} failed) in {s['seconds']:.1f}s -> {path}"
     )
+    if stats_out:
+        out.print(f"statistics -> {stats_out}")
     _print_failures(res.failures)
 
 
@@ -100,7 +107,7 @@ def _print_failures(failures, side: str | None = None, limit: int = 20):
 @app.command()
 def scan(
     gen: Path = typer.Argument(..., help="Generated images: a folder or an .npz embeddings file."),
-    real: Path = typer.Option(..., "--real", "-r", help="Real images: a folder or an .npz embeddings file (e.g. from 'collapse-audit embed')."),
+    real: Path = typer.Option(..., "--real", "-r", help="Real images: a folder, an .npz embeddings file (from 'collapse-audit embed'), or a statistics file (embed --stats-out; FID only)."),
     out_dir: Path = typer.Option(Path("collapse-audit-out"), "--out", "-o", help="Output folder for results.json (and report.html)."),
     embedder: Optional[List[str]] = typer.Option(None, "--embedder", "-e", help=EMBEDDER_HELP + " Repeatable; the first is primary. Default for folders: inception and clip."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
@@ -134,6 +141,9 @@ def scan(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+    engine: str = typer.Option("local", "--engine", help="Embedding engine: local (DataLoader workers + one device) or ray (Ray Data cluster)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join ('auto' = the one started by 'ray start --head'); default: start a local instance."),
+    shard_dir: Optional[Path] = typer.Option(None, "--shard-dir", help="Ray engine: folder (shared storage) for feature shards; default: via Ray's object store."),
 ):
     """Compare generated images with real ones: metrics, results.json, and a CI gate (exit 1 when a rule fails)."""
     from . import gate as G
@@ -174,7 +184,8 @@ def scan(
         amp=amp, cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, offline=offline,
         progress=progress, k=k, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap,
         command=["collapse-audit", *sys.argv[1:]] if sys.argv and "collapse" in sys.argv[0] else None,
-        classifier=classifier, analysis=acfg,
+        classifier=classifier, analysis=acfg, engine=engine, ray_address=ray_address,
+        shard_dir=str(shard_dir) if shard_dir else None,
     )
     results, gate_result, path = scan_and_write(gen, real, cfg, rules, out_dir, junit, report=not no_report)
     _print_scan_summary(results)

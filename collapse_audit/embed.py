@@ -276,9 +276,13 @@ def embed_cached(
             cache.close()
 
 
-def embed_folder(root: str | os.PathLike, embedders: Sequence[Embedder], **kw) -> EmbedResult:
-    """Discover the images under ``root`` (recursively) and embed them; see :func:`embed_files`."""
+def embed_folder(root: str | os.PathLike, embedders: Sequence[Embedder], *, engine=None, **kw) -> EmbedResult:
+    """Discover the images under ``root`` (recursively) and embed them.
+
+    ``engine`` is a callable with :func:`embed_files`' signature (default: the
+    local engine; :func:`collapse_audit.engine_ray.select_engine` gives Ray's).
+    """
     rel = discover_images(root)
     if not rel:
         raise InputError(f"{root}: no image files found (looked for .jpg .jpeg .png .webp .bmp .gif .tif .tiff, recursively)")
-    return embed_files(root, rel, embedders, **kw)
+    return (engine or embed_files)(root, rel, embedders, **kw)

@@ -168,7 +168,7 @@ class GaussianStats:
 
 def _psd_sqrt(s: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh(s)
-    np.maximum(w, 0, out=w)
+    w = _clip_rounding(w)
     return (v * np.sqrt(w)) @ v.T
 
 
@@ -197,7 +197,20 @@ def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, factor1: np.ndarray | No
             r1 = _psd_sqrt(s1)
             m = r1 @ s2 @ r1
     ev = sla.eigh((m + m.T) / 2, eigvals_only=True, check_finite=False, driver="evd")
-    return float(np.sqrt(np.maximum(ev, 0)).sum())
+    return float(np.sqrt(_clip_rounding(ev)).sum())
+
+
+def _clip_rounding(ev: np.ndarray) -> np.ndarray:
+    """Zero eigenvalues indistinguishable from rounding noise (|w| <= D * eps * max|w|).
+
+    A rank-deficient covariance (N <= D) has D - N + 1 eigenvalues that are 0
+    in exact arithmetic but come out as +-1e-16 * max; their square roots
+    would otherwise add up to a visible bias in Tr sqrt(.).
+    """
+    if ev.size == 0:
+        return ev
+    tol = ev.size * np.finfo(np.float64).eps * max(float(np.abs(ev).max()), 0.0)
+    return np.where(ev > tol, ev, 0.0)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:

@@ -85,14 +85,22 @@ def embed_to_file(
     use_cache: bool = True,
     offline: bool = False,
     progress: bool | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    shard_dir: str | None = None,
+    stats_out=None,
 ) -> tuple[EmbedResult, Path]:
-    """``collapse-audit embed``: embed ``folder`` with one embedder and write an ``.npz``."""
+    """``collapse-audit embed``: embed ``folder`` with one embedder and write an ``.npz``
+    (and, with ``stats_out``, a reusable FID statistics file: mean, covariance, count, embedder id)."""
+    from .engine_ray import select_engine
+
     folder = Path(folder)
+    engine_fn = select_engine(engine, ray_address=ray_address, shard_dir=shard_dir)
     embs = build_embedders([embedder], weights, seed=seed, cache_dir=cache_dir, offline=offline, progress=progress)
     cache = open_cache(cache_dir, use_cache)
     try:
         res = embed_folder(
-            folder, embs, device=device, batch_size=batch_size, workers=workers, cache=cache,
+            folder, embs, engine=engine_fn, device=device, batch_size=batch_size, workers=workers, cache=cache,
             progress=default_reporter(progress), amp=amp,
         )
     finally:
@@ -117,6 +125,13 @@ def embed_to_file(
             n_files=res.n_files,
         ),
     )
+    if stats_out:
+        from .metrics import GaussianStats
+        from .stats_file import write_stats_file
+
+        write_stats_file(stats_out, GaussianStats.from_features(res.features[e.id]), e.id,
+                         meta={"embedder": e.describe(), "root": str(folder), "n_files": res.n_files,
+                               "n_failed": len(res.failures)})
     return res, path
 
 
@@ -198,10 +213,13 @@ def scan_and_write(gen, real, cfg, rules=(), out_dir="collapse-audit-out", junit
         G.write_junit(gate_result, junit)
     G.append_github_summary(gate_result, results, env=env)
     if report:
-        from .report import write_report
+        from .report import render_report, write_report
 
         t0 = time.perf_counter()
-        write_report(results, real_side, gen_side, out, seed=cfg.seed)
+        if real_side.kind == "stats":  # no real features: no map, no galleries
+            render_report(results, None, out / "report.html")
+        else:
+            write_report(results, real_side, gen_side, out, seed=cfg.seed)
         results["timings"]["report"] = round(time.perf_counter() - t0, 3)
         tmp.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
         os.replace(tmp, path)

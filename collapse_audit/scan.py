@@ -48,9 +48,12 @@ class Side:
     n_files: int = 0
     embedders: dict[str, dict] = field(default_factory=dict)  # id -> description
     root: str | None = None
+    stats: dict = field(default_factory=dict)  # embedder id -> GaussianStats, for statistics-only inputs
 
     @property
     def n_images(self) -> int:
+        if self.kind == "stats":
+            return int(next(iter(self.stats.values())).n)
         return len(self.paths)
 
     def describe(self) -> dict:
@@ -60,7 +63,7 @@ class Side:
             "n_images": self.n_images,
             "n_failed": len(self.failures),
             "n_files": int(self.n_files),
-            "embedders": list(self.features),
+            "embedders": list(self.features) or list(self.stats),
         }
 
 
@@ -85,6 +88,9 @@ class ScanConfig:
     bootstrap: int = 0
     command: list[str] | None = None
     classifier: str | None = None  # TorchScript classifier spec (torchscript PATH[?options])
+    engine: str = "local"  # 'local' | 'ray'
+    ray_address: str | None = None
+    shard_dir: str | None = None
     analysis: "AnalysisConfig | None" = None
 
 
@@ -104,8 +110,18 @@ def side_from_features(path, name: str) -> Side:
     )
 
 
-def side_from_folder(path, name: str, embs: Sequence[Embedder], cfg: ScanConfig, cache, reporter) -> Side:
-    res = embed_folder(path, embs, device=cfg.device, batch_size=cfg.batch_size, workers=cfg.workers,
+def side_from_stats(path, name: str) -> Side:
+    from .stats_file import read_stats_file
+
+    sf = read_stats_file(path)
+    desc = dict(sf.meta.get("embedder") or {"id": sf.embedder_id})
+    desc.setdefault("id", sf.embedder_id)
+    return Side(name=name, source=str(path), kind="stats", features={}, paths=[], n_files=int(sf.meta.get("n_files") or sf.n),
+                embedders={sf.embedder_id: desc}, stats={sf.embedder_id: sf.stats}, root=sf.meta.get("root"))
+
+
+def side_from_folder(path, name: str, embs: Sequence[Embedder], cfg: ScanConfig, cache, reporter, engine=None) -> Side:
+    res = embed_folder(path, embs, engine=engine, device=cfg.device, batch_size=cfg.batch_size, workers=cfg.workers,
                        cache=cache, progress=reporter, amp=cfg.amp)
     if not res.paths:
         first = res.failures[0]
@@ -128,15 +144,17 @@ def embedder_names_for(fs_desc: dict) -> tuple[str, str | None]:
 
 def pair_embedders(real: Side, gen: Side, exclude: Sequence[str] = ()) -> list[str]:
     """Embedder ids both sides have, in the generated side's order; refuse mismatches."""
-    common = [e for e in gen.features if e in real.features and e not in exclude]
+    have_real = set(real.features) | set(real.stats)
+    common = [e for e in gen.features if e in have_real and e not in exclude]
     if not common:
         raise InputError(
             "the two sides were embedded differently and cannot be compared: "
-            f"real has {', '.join(real.features)}; generated has {', '.join(gen.features)} "
+            f"real has {', '.join(list(real.features) or list(real.stats))}; generated has {', '.join(gen.features)} "
             "(embed both with the same --embedder and --weights)"
         )
     for e in common:
-        dr, dg = real.features[e].shape[1], gen.features[e].shape[1]
+        dr = real.features[e].shape[1] if e in real.features else real.stats[e].dim
+        dg = gen.features[e].shape[1]
         if dr != dg:
             raise InputError(f"feature dimensions differ for {e}: real {dr}, generated {dg}")
     return common
@@ -208,6 +226,17 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
     return out
 
 
+def stats_only_metrics(real_stats, gen: np.ndarray, cfg: ScanConfig) -> dict:
+    """FID against precomputed real statistics; every other metric needs the real features (None)."""
+    from . import metrics as M
+
+    out: dict = {key: None for key in METRIC_KEYS}
+    out["k"] = cfg.k
+    g = M.GaussianStats.from_features(gen)
+    out["fid"] = _finite(M.frechet_distance(real_stats.mean, real_stats.cov, g.mean, g.cov))
+    return out
+
+
 def _finite(v) -> float | None:
     if v is None:
         return None
@@ -232,7 +261,7 @@ def build_results(real: Side, gen: Side, ids: list[str], per: dict[str, dict], c
         d = dict(gen.embedders.get(e) or real.embedders.get(e) or {"id": e})
         d.setdefault("id", e)
         d.setdefault("name", e.split(":")[0])
-        d["dim"] = int(real.features[e].shape[1])
+        d["dim"] = int(gen.features[e].shape[1])
         d.setdefault("preprocess_id", "")
         d.setdefault("weights", "random" if d.get("random_weights") else ("file" if d.get("weights_sha256") else "pretrained"))
         d.setdefault("weights_sha256", None)
@@ -296,9 +325,16 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
     embedder_objs: dict = {}
     sides: dict[str, Side] = {}
     t0 = time.perf_counter()
+    from .stats_file import is_stats_file
+
     for name, p in (("real", real_path), ("gen", gen_path)):
         if is_features_file(p):
-            sides[name] = side_from_features(p, name)
+            if is_stats_file(p):
+                if name == "gen":
+                    raise InputError(f"{p}: a statistics file can only be the --real side (the generated side needs features)")
+                sides[name] = side_from_stats(p, name)
+            else:
+                sides[name] = side_from_features(p, name)
     folder_sides = [(n, p) for n, p in (("real", real_path), ("gen", gen_path)) if n not in sides]
     if folder_sides:
         names = list(cfg.embedders or [])
@@ -322,12 +358,15 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
         embs = build_embedders(names, weights, seed=cfg.seed, cache_dir=cfg.cache_dir, offline=cfg.offline, progress=cfg.progress)
         if classifier is not None:
             embs.append(classifier)
+        from .engine_ray import select_engine
+
+        engine_fn = select_engine(cfg.engine, ray_address=cfg.ray_address, shard_dir=cfg.shard_dir)
         cache = open_cache(cfg.cache_dir, cfg.use_cache)
         try:
             for name, p in folder_sides:
                 if not Path(p).is_dir():
                     raise InputError(f"{p}: not a folder of images or an .npz embeddings file")
-                sides[name] = side_from_folder(p, name, embs, cfg, cache, reporter)
+                sides[name] = side_from_folder(p, name, embs, cfg, cache, reporter, engine_fn)
             embedder_objs = {e.id: e for e in embs}
         finally:
             if cache is not None:
@@ -342,7 +381,16 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
     if UNKNOWN_EMBEDDER in ids:
         notes.append("the embedder of the features files is unknown (user-made .npz): both sides are assumed to come from the same one.")
     t0 = time.perf_counter()
-    per = {e: compute_metrics(real.features[e], gen.features[e], cfg, notes, e) for e in ids}
+    if real.kind == "stats":
+        from .stats_file import NEEDS_FEATURES
+
+        per = {e: stats_only_metrics(real.stats[e], gen.features[e], cfg) for e in ids}
+        notes.append(f"--real {real.source} holds statistics only (mean, covariance, count): FID computed; "
+                     f"{', '.join(NEEDS_FEATURES)} need the real features and were skipped.")
+        acfg.skip = True
+        acfg.skip_note = False
+    else:
+        per = {e: compute_metrics(real.features[e], gen.features[e], cfg, notes, e) for e in ids}
     timings["metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if (acfg.classes or acfg.subgroups) and not any(type(e).__name__ == "ClipEmbedder" for e in embedder_objs.values()):

@@ -41,6 +41,7 @@ class AnalysisConfig:
     dup_threshold: float | None = None
     copy_quantile: float = 0.001
     skip: bool = False
+    skip_note: bool = True  # say in notes that the analysis was skipped by --no-analysis
 
 
 def pick_space(ids: Sequence[str], requested: str | None) -> str:
@@ -78,7 +79,8 @@ def run_analyses(real, gen, ids: Sequence[str], cfg: AnalysisConfig, notes: list
 
     out = {"clusters": None, "classes": None, "subgroups": None, "duplicates": None, "analysis_space": None}
     if cfg.skip:
-        notes.append("analysis skipped (--no-analysis): no clusters, classes, subgroups or duplicates.")
+        if cfg.skip_note:
+            notes.append("analysis skipped (--no-analysis): no clusters, classes, subgroups or duplicates.")
         return out
     embedders = embedders or {}
     sid = pick_space(ids, cfg.space)
