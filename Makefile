@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 PIP_FLAGS ?= --disable-pip-version-check -q
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: install test test-fast test-slow demo bench lint clean browser
+.PHONY: install test test-slow demo bench bench-quick lint clean browser
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,13 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_scale.py
+	$(PY) benchmarks/bench_ray.py
+
+bench-quick: install
+	$(PY) benchmarks/bench_metrics.py --quick
+	$(PY) benchmarks/bench_scale.py --sizes 10000,50000
+	$(PY) benchmarks/bench_ray.py --images 60
 
 clean:
 	rm -rf $(VENV) collapse-audit-out demo build *.egg-info
