@@ -42,5 +42,8 @@ bench-quick: install
 	$(PY) benchmarks/bench_scale.py --sizes 10000,50000
 	$(PY) benchmarks/bench_ray.py --images 60
 
+lint: install
+	$(VENV)/bin/ruff check collapse_audit tests benchmarks scripts
+
 clean:
 	rm -rf $(VENV) collapse-audit-out demo build *.egg-info

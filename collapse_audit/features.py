@@ -78,16 +78,94 @@ def save_features(path: str | os.PathLike, fs: FeatureSet) -> Path:
     return path
 
 
-def load_features(path: str | os.PathLike) -> FeatureSet:
-    """Read an embeddings file; raises :class:`InputError` with one line on bad input."""
+def npz_member_memmap(path: str | os.PathLike, name: str = "features") -> np.memmap | None:
+    """Memory-map one array of an uncompressed ``.npz`` file read-only, or return None.
+
+    ``np.savez`` stores each array as a ``NAME.npy`` member of a ZIP archive
+    without compression (``ZIP_STORED``), so the raw bytes of the array lie
+    contiguously in the file: the member's local file header (PKWARE
+    APPNOTE 4.3.7: 30 fixed bytes, then the file name and the *local* extra
+    field, whose lengths are the little-endian uint16 at offsets 26 and 28)
+    starts at ``ZipInfo.header_offset``; the ``.npy`` header (NEP 1, read
+    with ``np.lib.format.read_magic`` / ``read_array_header_1_0|2_0``)
+    follows; the C-ordered data follow that.  Returns None (the caller then
+    loads normally) when the member is missing, compressed or encrypted, in
+    Fortran order, holds objects, or is not float32 (a cast would copy it
+    anyway).
+    """
+    import zipfile
+
+    member = name if name.endswith(".npy") else name + ".npy"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(member)
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            return None
+        with open(path, "rb") as f:
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                return None
+            n_name = int.from_bytes(local[26:28], "little")
+            n_extra = int.from_bytes(local[28:30], "little")
+            f.seek(info.header_offset + 30 + n_name + n_extra)
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:  # pragma: no cover - future .npy versions
+                return None
+            offset = f.tell()
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile):
+        return None
+    if fortran or dtype != np.dtype(np.float32) or len(shape) != 2 or 0 in shape:
+        return None
+    if offset + int(np.prod(shape)) * dtype.itemsize > os.path.getsize(path):
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape), order="C")
+
+
+def _bad_rows(feats: np.ndarray, chunk: int = 65536) -> int:
+    """Rows with NaN or inf, counted in chunks (no N x D temporary for a memory map)."""
+    bad = 0
+    for s in range(0, feats.shape[0], chunk):
+        block = feats[s : s + chunk]
+        if not np.isfinite(block).all():
+            bad += int((~np.isfinite(block)).any(axis=1).sum())
+    return bad
+
+
+def load_features_mmap(path: str | os.PathLike) -> FeatureSet:
+    """:func:`load_features` with the ``features`` array memory-mapped read-only from the file.
+
+    For files written by :func:`save_features` (``np.savez``, uncompressed)
+    the returned ``features`` is a read-only ``np.memmap`` into the ``.npz``
+    itself (see :func:`npz_member_memmap`): pages are read on first use, so
+    a 1M x 512 float32 side costs no heap memory until touched.  Compressed
+    files, or feature arrays that are not C-ordered float32, fall back to a
+    normal in-memory load (same result, same checks).
+    """
+    return load_features(path, mmap=True)
+
+
+def load_features(path: str | os.PathLike, *, mmap: bool = False) -> FeatureSet:
+    """Read an embeddings file; raises :class:`InputError` with one line on bad input.
+
+    ``mmap=True``: memory-map ``features`` instead of reading it (see
+    :func:`load_features_mmap`); other arrays are read normally.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    mapped = npz_member_memmap(path) if mmap else None
     try:
         with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            data = {k: z[k] for k in z.files if not (mapped is not None and k == "features")}
     except Exception as e:
         raise InputError(f"{path}: not a readable .npz embeddings file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if mapped is not None:
+        data["features"] = mapped
     if "features" not in data:
         raise InputError(f"{path}: has no 'features' array (found: {', '.join(sorted(data)) or 'nothing'})")
     feats = data["features"]
@@ -95,9 +173,10 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
         raise InputError(f"{path}: 'features' must be a non-empty N x D array, got shape {feats.shape}")
     if not np.issubdtype(feats.dtype, np.number):
         raise InputError(f"{path}: 'features' must be numeric, got {feats.dtype}")
-    feats = np.ascontiguousarray(feats, dtype=np.float32)
-    if not np.isfinite(feats).all():
-        bad = int((~np.isfinite(feats)).any(axis=1).sum())
+    if mapped is None:
+        feats = np.ascontiguousarray(feats, dtype=np.float32)
+    bad = _bad_rows(feats)
+    if bad:
         raise InputError(f"{path}: 'features' has {bad} rows with NaN or infinite values")
     n = feats.shape[0]
 

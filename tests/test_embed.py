@@ -2,7 +2,6 @@
 bad files recorded not fatal, the content-addressed cache, offline weights."""
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-import numpy as np
 import pytest
 
-from collapse_audit.features import load_features
 from collapse_audit.schema import validate_results
 from conftest import write_images
 
