@@ -153,14 +153,22 @@ def embed_files(
             pin_memory=dev.startswith("cuda"), persistent_workers=False,
             prefetch_factor=4 if nw > 0 else None,
         )
-        for batches, fails in loader:
-            out = {}
-            for eid, (idxs, x) in batches.items():
-                e = by_id[eid]
-                if not e.loaded:
-                    e.load(dev, amp=amp)
-                out[eid] = (idxs, e.embed_batch(x))
-            yield out, fails
+        # On CPU the decoding workers and the model share the cores: give the model
+        # the cores the workers do not use, so they do not fight over them.
+        threads = torch.get_num_threads()
+        if dev == "cpu" and nw > 0:
+            torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - nw)))
+        try:
+            for batches, fails in loader:
+                out = {}
+                for eid, (idxs, x) in batches.items():
+                    e = by_id[eid]
+                    if not e.loaded:
+                        e.load(dev, amp=amp)
+                    out[eid] = (idxs, e.embed_batch(x))
+                yield out, fails
+        finally:
+            torch.set_num_threads(threads)
 
     return embed_cached(root, rel_paths, embedders, compute, cache=cache, progress=progress, max_pixels=max_pixels)
 

@@ -31,7 +31,10 @@ __all__ = ["find_duplicates", "DEFAULT_DUP_THRESHOLD", "DEFAULT_COPY_QUANTILE"]
 #: Default within-generated threshold: cosine distance 0.05 (cosine similarity
 #: >= 0.95).  For L2-normalised CLIP image features that is "the same picture"
 #: (re-encodes, resizes, tiny edits, a generator repeating itself); distinct
-#: images of one subject are typically 0.1-0.3 apart.
+#: images of one subject are typically 0.1-0.3 apart.  When real features are
+#: given, the threshold is lowered to the near-copy threshold (a low quantile of
+#: real nearest-neighbour distances) if that is smaller, so that spaces where
+#: real images sit closer together than 0.05 do not call everything a duplicate.
 DEFAULT_DUP_THRESHOLD = 0.05
 #: Default calibration quantile of the real nearest-neighbour distances.
 DEFAULT_COPY_QUANTILE = 0.01
@@ -326,17 +329,14 @@ def find_duplicates(
     if gen_shas is not None and len(gen_shas) != xg.shape[0]:
         raise ValueError("gen_shas must have one entry per generated feature row")
     thr = DEFAULT_DUP_THRESHOLD if threshold is None else float(threshold)
+    thr_method = "default" if threshold is None else "given"
     if not 0 <= thr <= 2:
         raise ValueError(f"threshold is a cosine distance in [0, 2]; got {threshold}")
     if not 0 <= copy_quantile <= 1:
         raise ValueError(f"copy_quantile must be in [0, 1]; got {copy_quantile}")
     gen_paths = [str(p) for p in gen_paths]
 
-    out = {
-        "embedder": embedder,
-        "within_gen": _within_gen(xg, gen_paths, gen_shas, thr, int(max_groups)),
-        "gen_vs_real": None,
-    }
+    out = {"embedder": embedder, "within_gen": None, "gen_vs_real": None}
     if real is not None:
         xr = _normalise(real, "real features")
         if xr.shape[1] != xg.shape[1]:
@@ -349,4 +349,17 @@ def find_duplicates(
             xg, xr, gen_paths, [str(p) for p in real_paths], gen_shas, real_shas,
             float(copy_quantile), copy_threshold, int(max_pairs),
         )
+        # Near-duplicates are judged on the same scale as near-copies: two generated
+        # images closer than (almost) any two real images are to each other. In a
+        # space where real neighbours sit far closer than 0.05 (a domain embedder),
+        # a fixed 0.05 would call everything a duplicate.
+        q = out["gen_vs_real"]["calibration"].get("real_nn_distance_quantile")
+        if threshold is None and q is not None and q < thr:
+            thr, thr_method = float(q), "calibrated"
+    out["within_gen"] = _within_gen(xg, gen_paths, gen_shas, thr, int(max_groups))
+    out["within_gen"]["threshold_method"] = {
+        "default": f"fixed default cosine distance {DEFAULT_DUP_THRESHOLD}",
+        "given": "given by the user (--dup-threshold)",
+        "calibrated": f"min({DEFAULT_DUP_THRESHOLD}, the {copy_quantile:g} quantile of real nearest-neighbour distances)",
+    }[thr_method]
     return out
