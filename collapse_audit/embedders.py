@@ -612,6 +612,11 @@ class TorchScriptEmbedder(Embedder):
             raise UsageError(f"{self.path}: mean/std must have {channels} values (or 1)")
         self._pre = _TorchScriptPreprocess(tuple(size), mean, std, channels, m.get("resample", "bicubic"))
 
+    def describe(self) -> dict:
+        d = super().describe()
+        d["path"] = self.path
+        return d
+
     @property
     def class_names(self) -> list[str] | None:
         names = self.meta.get("class_names")

@@ -135,6 +135,8 @@ def side_from_folder(path, name: str, embs: Sequence[Embedder], cfg: ScanConfig,
 def embedder_names_for(fs_desc: dict) -> tuple[str, str | None]:
     """Rebuild the command-line name and weights value of an embedder described in a features file."""
     name = fs_desc.get("name", "")
+    if name.startswith("torchscript:") and fs_desc.get("path"):
+        name = f"torchscript:{fs_desc['path']}"
     if name == "inception" and fs_desc.get("preprocess_id"):
         name = f"inception:{fs_desc['preprocess_id']}"
     w = fs_desc.get("weights")
