@@ -133,6 +133,7 @@ def scan(
     alpha: float = typer.Option(0.05, "--alpha", help="False discovery rate for the dropout tests (Benjamini-Hochberg)."),
     no_analysis: bool = typer.Option(False, "--no-analysis", help="Metrics only: skip clusters, classes, subgroups and duplicates."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html (results.json only)."),
+    exact_max_pairs: float = typer.Option(2.5e9, "--exact-max-pairs", help="Above this many real x generated pairs (default 50k x 50k), nearest-neighbour searches use an approximate FAISS IVF index and the measured error is reported."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding worker processes."),
@@ -184,7 +185,7 @@ def scan(
         amp=amp, cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, offline=offline,
         progress=progress, k=k, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap,
         command=["collapse-audit", *sys.argv[1:]] if sys.argv and "collapse" in sys.argv[0] else None,
-        classifier=classifier, analysis=acfg, engine=engine, ray_address=ray_address,
+        classifier=classifier, analysis=acfg, engine=engine, ray_address=ray_address, exact_max_pairs=exact_max_pairs,
         shard_dir=str(shard_dir) if shard_dir else None,
     )
     results, gate_result, path = scan_and_write(gen, real, cfg, rules, out_dir, junit, report=not no_report)

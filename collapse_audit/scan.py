@@ -91,6 +91,7 @@ class ScanConfig:
     engine: str = "local"  # 'local' | 'ray'
     ray_address: str | None = None
     shard_dir: str | None = None
+    exact_max_pairs: float = 2.5e9  # above: approximate (IVF) nearest-neighbour search
     analysis: "AnalysisConfig | None" = None
 
 
@@ -216,10 +217,16 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
     if min(nr, ng) <= cfg.k:
         notes.append(f"{label}: precision/recall/density/coverage need more than k={cfg.k} samples per side; skipped.")
     else:
-        pr = M.prdc(real, gen, k=cfg.k)
-        out.update(precision=_finite(pr.precision), recall=_finite(pr.recall), density=_finite(pr.density),
-                   coverage=_finite(pr.coverage))
-        if cfg.bootstrap:
+        from .scale import prdc_at_scale
+
+        pr = prdc_at_scale(real, gen, k=cfg.k, seed=cfg.seed, exact_max_pairs=cfg.exact_max_pairs)
+        out.update(precision=_finite(pr["precision"]), recall=_finite(pr["recall"]), density=_finite(pr["density"]),
+                   coverage=_finite(pr["coverage"]), prdc_method=pr["prdc_method"])
+        if pr["approximation"] is not None:
+            out["approximation"] = pr["approximation"]
+            notes.append(f"{label}: {nr} x {ng} samples: precision/recall/density/coverage computed with an approximate "
+                         "FAISS IVF search; the error measured against exact search on a subsample is in metrics.approximation.")
+        if cfg.bootstrap and pr["prdc_method"] == "exact":
             b = M.prdc_bootstrap(real, gen, k=cfg.k, n_boot=cfg.bootstrap, seed=cfg.seed)
             out["ci"] = {name: [b.low[name], b.high[name]] for name in ("precision", "recall", "density", "coverage")}
             out["ci_level"] = 1 - b.alpha
@@ -313,6 +320,7 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
             raise InputError(f"{p}: no such file or folder ({what} images: a folder or an .npz embeddings file)")
 
     acfg = cfg.analysis or AnalysisConfig(seed=cfg.seed, k=cfg.k)
+    acfg.exact_max_pairs = cfg.exact_max_pairs
     classifier = None
     if cfg.classifier:
         from .embedders import make_torchscript

@@ -153,3 +153,24 @@ def test_unknown_intersect_attribute_and_classes_without_clip_are_usage_errors(t
     assert code == 2 and "CLIP" in err and "Traceback" not in err
     code, _, _, err = _scan(run_cli, tmp_path, gp, rp, "--labels", "nonsense")
     assert code == 2 and "--labels" in err
+
+
+def test_approximate_search_above_the_size_threshold_is_close_and_reports_its_error(tmp_path, run_cli):
+    rng = np.random.default_rng(5)
+    c = _modes(rng)
+    real, _ = _draw(rng, c, [150] * N_MODES)
+    gen, _ = _draw(rng, c, [0] + [170] * (N_MODES - 1))
+    rp, gp = _save(tmp_path / "real.npz", real), _save(tmp_path / "gen.npz", gen)
+    code, exact, _, err = _scan(run_cli, tmp_path, gp, rp, name="exact")
+    assert code == 0, err
+    code, approx, _, err = _scan(run_cli, tmp_path, gp, rp, "--exact-max-pairs", "1000", name="approx")
+    assert code == 0, err
+    from collapse_audit.schema import validate_results
+
+    assert validate_results(approx) == []
+    assert exact["metrics"]["prdc_method"] == "exact" and approx["metrics"]["prdc_method"] == "approx"
+    assert approx["metrics"]["approximation"] is not None
+    for key in ("precision", "recall", "density", "coverage"):
+        assert approx["metrics"][key] == pytest.approx(exact["metrics"][key], abs=0.03), key
+    assert approx["duplicates"]["search"].startswith("approximate") and exact["duplicates"]["search"].startswith("exact")
+    assert any("approximate" in n for n in approx["notes"])

@@ -87,10 +87,10 @@ def _forest(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rep[keep], np.nonzero(keep)[0]
 
 
-def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst):
+def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, build=_ip_index):
     """Component labels and per-node max incident edge distance for pairs with d <= threshold."""
     n = x.shape[0]
-    index = _ip_index(x)
+    index = build(x)
     radius = float(1.0 - threshold) - 1e-6  # FAISS keeps IP > radius; filtered exactly below
     block = int(max(1, min(n, _MAX_RESULTS_PER_BLOCK // max(n, 1))))
     node_max = np.full(n, -1.0, dtype=np.float64)
@@ -128,13 +128,13 @@ def _diameter(x: np.ndarray) -> float:
     return best
 
 
-def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups) -> dict:
+def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups, build=_ip_index) -> dict:
     n = xg.shape[0]
     src, dst = np.zeros(0, np.int64), np.zeros(0, np.int64)
     if gen_shas is not None:
         codes = np.unique(np.asarray(gen_shas, dtype=object).astype(str), return_inverse=True)[1].ravel()
         src, dst = _forest(codes)
-    labels, node_max = _near_pairs_graph(xg, threshold, src, dst)
+    labels, node_max = _near_pairs_graph(xg, threshold, src, dst, build)
     sizes = np.bincount(labels)
     in_group = sizes[labels] >= 2
     comp_ids = np.nonzero(sizes >= 2)[0]
@@ -173,14 +173,14 @@ def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups) -> dict:
     }
 
 
-def _real_nn_distances(xr: np.ndarray, real_shas) -> tuple[np.ndarray, int]:
+def _real_nn_distances(xr: np.ndarray, real_shas, build=_ip_index) -> tuple[np.ndarray, int]:
     """Distance of every real row to its nearest *other* real row (FAISS kNN, k = 2).
 
     Rows whose nearest other row is an exact duplicate (distance <= 1e-6 or the
     same content hash) are left out; returns (distances kept, number left out).
     """
     n = xr.shape[0]
-    index = _ip_index(xr)
+    index = build(xr)
     kk = min(2, n)
     nn_d = np.empty(n, dtype=np.float64)
     nn_i = np.empty(n, dtype=np.int64)
@@ -198,7 +198,7 @@ def _real_nn_distances(xr: np.ndarray, real_shas) -> tuple[np.ndarray, int]:
     return nn_d[~dup], int(dup.sum())
 
 
-def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quantile, copy_threshold, max_pairs) -> dict:
+def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quantile, copy_threshold, max_pairs, build=_ip_index) -> dict:
     n_gen, n_real = xg.shape[0], xr.shape[0]
     calib: dict = {
         "method": "quantile of real nearest-other-real cosine distances (exact real duplicates excluded)",
@@ -209,7 +209,7 @@ def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quanti
         "n_real_duplicates_excluded": 0,
     }
     if n_real >= 2:
-        d_nn, n_excl = _real_nn_distances(xr, real_shas)
+        d_nn, n_excl = _real_nn_distances(xr, real_shas, build)
         calib["n_real_used"] = int(d_nn.size)
         calib["n_real_duplicates_excluded"] = n_excl
         if d_nn.size:
@@ -222,7 +222,7 @@ def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quanti
         thr = calib["real_nn_distance_quantile"]
 
     # nearest real neighbour of every generated sample
-    index = _ip_index(xr)
+    index = build(xr)
     nn_d = np.empty(n_gen, dtype=np.float64)
     nn_i = np.empty(n_gen, dtype=np.int64)
     for s in range(0, n_gen, _KNN_BLOCK):
@@ -286,8 +286,14 @@ def find_duplicates(
     max_groups: int = 50,
     max_pairs: int = 100,
     embedder: str = "",
+    index_builder=None,
 ) -> dict:
     """Near-duplicate groups among generated images and near-copies of real ones.
+
+    ``index_builder`` (``x -> FAISS index`` for inner-product search on
+    L2-normalised rows) replaces the exact ``IndexFlatIP``, e.g. with the
+    IVF index of :func:`collapse_audit.scale.ip_index_builder` at a million
+    samples, where exact search would take hours.
 
     Features are L2-normalised here; distances are cosine distances
     ``d = 1 - cos`` in [0, 2].
@@ -336,7 +342,9 @@ def find_duplicates(
         raise ValueError(f"copy_quantile must be in [0, 1]; got {copy_quantile}")
     gen_paths = [str(p) for p in gen_paths]
 
-    out = {"embedder": embedder, "within_gen": None, "gen_vs_real": None}
+    build = index_builder or _ip_index
+    out = {"embedder": embedder, "within_gen": None, "gen_vs_real": None,
+           "search": "exact (FAISS IndexFlatIP)" if index_builder is None else "approximate (FAISS IVF-Flat, inner product)"}
     if real is not None:
         xr = _normalise(real, "real features")
         if xr.shape[1] != xg.shape[1]:
@@ -347,7 +355,7 @@ def find_duplicates(
             raise ValueError("real_shas must have one entry per real feature row")
         out["gen_vs_real"] = _gen_vs_real(
             xg, xr, gen_paths, [str(p) for p in real_paths], gen_shas, real_shas,
-            float(copy_quantile), copy_threshold, int(max_pairs),
+            float(copy_quantile), copy_threshold, int(max_pairs), build,
         )
         # Near-duplicates are judged on the same scale as near-copies: two generated
         # images closer than (almost) any two real images are to each other. In a
@@ -356,7 +364,7 @@ def find_duplicates(
         q = out["gen_vs_real"]["calibration"].get("real_nn_distance_quantile")
         if threshold is None and q is not None and q < thr:
             thr, thr_method = float(q), "calibrated"
-    out["within_gen"] = _within_gen(xg, gen_paths, gen_shas, thr, int(max_groups))
+    out["within_gen"] = _within_gen(xg, gen_paths, gen_shas, thr, int(max_groups), build)
     out["within_gen"]["threshold_method"] = {
         "default": f"fixed default cosine distance {DEFAULT_DUP_THRESHOLD}",
         "given": "given by the user (--dup-threshold)",

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import UsageError
 
 
+
 @dataclass
 class AnalysisConfig:
     """Options of the analysis stage (the scan's CLI flags)."""
@@ -41,6 +42,7 @@ class AnalysisConfig:
     dup_threshold: float | None = None
     copy_quantile: float = 0.001
     skip: bool = False
+    exact_max_pairs: float = 2.5e9  # above: approximate (IVF) duplicate search
     skip_note: bool = True  # say in notes that the analysis was skipped by --no-analysis
 
 
@@ -93,9 +95,16 @@ def run_analyses(real, gen, ids: Sequence[str], cfg: AnalysisConfig, notes: list
                                             seed=cfg.seed, alpha=cfg.alpha, embedder=sid)
     else:
         notes.append(f"cluster dropout needs at least 20 real images (have {real.n_images}); skipped.")
+    builder = None
+    if real.n_images * gen.n_images > cfg.exact_max_pairs:
+        from ..scale import ip_index_builder
+
+        builder = ip_index_builder(approx=True, seed=cfg.seed)
+        notes.append(f"{real.n_images} x {gen.n_images} images: near-duplicate and near-copy search uses an approximate "
+                     "FAISS IVF-Flat index (32 probed cells); exact search would take hours at this size.")
     out["duplicates"] = Dup.find_duplicates(gn, rn, gen_paths=gen.paths, real_paths=real.paths, gen_shas=gen.shas,
                                             real_shas=real.shas, threshold=cfg.dup_threshold,
-                                            copy_quantile=cfg.copy_quantile, embedder=sid)
+                                            copy_quantile=cfg.copy_quantile, embedder=sid, index_builder=builder)
     out["classes"] = _classes(real, gen, sid, rn, gn, cfg, notes, embedders)
     out["subgroups"] = _subgroups(real, gen, sid, rn, gn, cfg, notes, embedders)
     return out
