@@ -101,7 +101,7 @@ def is_features_file(path: str | os.PathLike) -> bool:
 
 
 def side_from_features(path, name: str) -> Side:
-    fs = load_features(path)
+    fs = load_features(path, mmap=True)  # features memory-mapped: a 1M x 512 side costs no heap until read
     desc = fs.embedder or {"id": fs.embedder_id}
     desc.setdefault("id", fs.embedder_id)
     return Side(
