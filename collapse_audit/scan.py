@@ -207,7 +207,10 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
     out: dict = {key: None for key in METRIC_KEYS}
     out["k"] = cfg.k
     nr, ng = len(real), len(gen)
-    out["fid"] = _finite(M.fid_from_features(real, gen))
+    if min(nr, ng) - 1 < real.shape[1]:
+        out["fid"] = _finite(M.fid_from_features(real, gen))  # exact low-rank path for N < D
+    else:
+        out["fid"] = _finite(M.fid(real, gen))  # chunked float64 accumulation: memory O(D^2), not O(N D)
     if min(nr, ng) < real.shape[1]:
         notes.append(f"{label}: fewer samples ({min(nr, ng)}) than feature dimensions ({real.shape[1]}): "
                      "the covariances are singular and FID is biased upwards; compare FIDs only at equal N.")

@@ -51,12 +51,12 @@ def _normalise(x: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty 2-D array (n_samples, n_features); got shape {x.shape}")
-    x = np.array(x, dtype=np.float32, copy=True, order="C")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    norms = np.linalg.norm(x.astype(np.float64), axis=1)
-    x /= np.maximum(norms, 1e-12).astype(np.float32)[:, None]
-    return x
+    for s in range(0, x.shape[0], 65536):  # chunked: no full-size float64 temporaries at 1M rows
+        if not np.isfinite(x[s : s + 65536]).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+    from ..scale import normalise_rows
+
+    return normalise_rows(x)
 
 
 def _ip_index(x: np.ndarray):
@@ -93,6 +93,10 @@ def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, bui
     index = build(x)
     radius = float(1.0 - threshold) - 1e-6  # FAISS keeps IP > radius; filtered exactly below
     block = int(max(1, min(n, _MAX_RESULTS_PER_BLOCK // max(n, 1))))
+    import faiss
+
+    if not isinstance(index, faiss.IndexFlat):  # approximate (IVF) search visits few cells: bigger query blocks
+        block = min(n, 16384)
     node_max = np.full(n, -1.0, dtype=np.float64)
     src_parts, dst_parts = [np.asarray(extra_src, np.int64)], [np.asarray(extra_dst, np.int64)]
     if src_parts[0].size:

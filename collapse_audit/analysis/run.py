@@ -60,8 +60,9 @@ def pick_space(ids: Sequence[str], requested: str | None) -> str:
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+    from ..scale import normalise_rows
+
+    return normalise_rows(x)
 
 
 def _clip_embedder_for(space_id: str, embedders: dict):
