@@ -122,8 +122,15 @@ class Embedder:
         }
 
     # --- model -------------------------------------------------------------
-    def preprocess(self, img):  # pragma: no cover - abstract
-        raise NotImplementedError
+    # Subclasses set ``self._pre`` (a picklable callable) in ``__post_init__``.
+    def preprocess(self, img):
+        """PIL RGB image -> CHW float tensor, this embedder's preprocessing."""
+        return self._pre(img)
+
+    @property
+    def preprocess_fn(self):
+        """The picklable preprocessing callable (sent to DataLoader workers / Ray tasks)."""
+        return self._pre
 
     def _build(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -208,13 +215,6 @@ class InceptionEmbedder(Embedder):
 
     def __post_init__(self):
         self._pre = _InceptionPreprocess(self.preprocess_id)
-
-    def preprocess(self, img):
-        return self._pre(img)
-
-    @property
-    def preprocess_fn(self):
-        return self._pre
 
     def _build(self):
         from .models.inception import build_fid_inception
@@ -338,13 +338,6 @@ class ClipEmbedder(Embedder):
 
     def __post_init__(self):
         self._pre = _ClipPreprocess(self.arch, self.pretrained)
-
-    def preprocess(self, img):
-        return self._pre(img)
-
-    @property
-    def preprocess_fn(self):
-        return self._pre
 
     def _create(self, **kw):
         import open_clip
@@ -621,13 +614,6 @@ class TorchScriptEmbedder(Embedder):
     def class_names(self) -> list[str] | None:
         names = self.meta.get("class_names")
         return [str(n) for n in names] if names else None
-
-    def preprocess(self, img):
-        return self._pre(img)
-
-    @property
-    def preprocess_fn(self):
-        return self._pre
 
     def _build(self):
         module, _ = read_torchscript(self.path)

@@ -242,25 +242,10 @@ def _auto_threads(n_threads: int | str | None) -> int | None:
     return None if n_threads is None else int(n_threads)
 
 
-@contextlib.contextmanager
-def _faiss_threads(n_threads: int | None):
-    """Temporarily set FAISS's OpenMP threads (None: leave as is).
-
-    The quantiser's k-means and assignment calls are small; on a loaded
-    machine FAISS's OpenMP barriers made them 3-6x *slower* with 2 threads
-    than with 1, so :func:`approx_prdc_indicators` runs them on one thread.
-    """
-    import faiss
-
-    if n_threads is None:
-        yield
-        return
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(max(1, int(n_threads)))
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+# FAISS's OpenMP thread count, temporarily (shared with collapse_audit.index). The quantiser's
+# k-means and assignment calls are small; on a loaded machine FAISS's OpenMP barriers made them
+# 3-6x slower with 2 threads than with 1, so approx_prdc_indicators runs them on one thread.
+from .index import _faiss_threads  # noqa: E402
 
 
 @contextlib.contextmanager
