@@ -174,3 +174,22 @@ def test_approximate_search_above_the_size_threshold_is_close_and_reports_its_er
         assert approx["metrics"][key] == pytest.approx(exact["metrics"][key], abs=0.03), key
     assert approx["duplicates"]["search"].startswith("approximate") and exact["duplicates"]["search"].startswith("exact")
     assert any("approximate" in n for n in approx["notes"])
+
+
+def test_zero_shot_classes_and_subgroups_through_scan_with_random_clip(tmp_path, run_cli):
+    from conftest import write_images
+
+    for name in ("cats", "dogs"):
+        write_images(tmp_path / "real" / name, 12, seed=len(name))
+    write_images(tmp_path / "gen", 14, seed=9)
+    code, res, _, err = _scan(run_cli, tmp_path, tmp_path / "gen", tmp_path / "real", "--weights", "random",
+                              "-e", "clip:ViT-S-32/openai", "--workers", "0", "--labels", "folders",
+                              "--classes", "cats,dogs", "--subgroup", "tone=dark:a dark photo|bright:a bright photo")
+    assert code == 0, err
+    cls = res["classes"]
+    assert cls["source"] == "zero-shot" and cls["classifier"]["kind"] == "zero-shot"
+    assert cls["classifier"]["n_checked"] == 24  # agreement measured against the folder labels
+    assert {c["name"] for c in cls["classes"]} <= {"cats", "dogs"}
+    attr = res["subgroups"]["attributes"][0]
+    assert attr["name"] == "tone" and attr["perceived"] is True and "estimated by a model" in attr["note"]
+    assert {g["name"] for g in attr["groups"]} == {"dark", "bright"}

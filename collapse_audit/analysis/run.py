@@ -157,10 +157,7 @@ def _classes(real, gen, sid, rn, gn, cfg: AnalysisConfig, notes, embedders):
         real_lab, gen_lab, source = real_pred, gen_pred, "torchscript"
         classes_list = names
     elif cfg.classes:
-        clip = _clip_embedder_for(sid, embedders)
-        clip_id = next((i for i in real.features if clip is not None and i == clip.id), None)
-        if clip is None or clip_id is None:
-            raise UsageError("--classes needs a CLIP embedder in the scan (add -e clip)")
+        clip, clip_id = _require_clip(real, sid, embedders, "--classes")
         enc = functools.partial(_encode_text, clip)
         real_pred, _ = L.zero_shot_classify(_l2(real.features[clip_id]), cfg.classes, enc)
         gen_pred, _ = L.zero_shot_classify(_l2(gen.features[clip_id]), cfg.classes, enc)
@@ -190,6 +187,15 @@ def _classes(real, gen, sid, rn, gn, cfg: AnalysisConfig, notes, embedders):
     except ValueError as e:
         notes.append(f"classes skipped: {e}")
         return None
+
+
+def _require_clip(side, sid, embedders, what: str):
+    """The scan's CLIP embedder and its id (for zero-shot text prompts), or a usage error."""
+    clip = _clip_embedder_for(sid, embedders)
+    clip_id = next((i for i in side.features if clip is not None and i == clip.id), None)
+    if clip is None or clip_id is None:
+        raise UsageError(f"{what} need a CLIP embedder in the scan (add -e clip)")
+    return clip, clip_id
 
 
 def _agreement(pred, true) -> dict:
@@ -227,10 +233,7 @@ def _subgroups(real, gen, sid, rn, gn, cfg: AnalysisConfig, notes, embedders):
                 notes.append(f"manifest attribute '{name}' has no values for generated images; give it with a "
                              f"--subgroup prompt to estimate it, or add gen rows to the manifest.")
     if cfg.subgroups:
-        clip = _clip_embedder_for(sid, embedders)
-        clip_id = next((i for i in real.features if clip is not None and i == clip.id), None)
-        if clip is None or clip_id is None:
-            raise UsageError("--subgroup prompts need a CLIP embedder in the scan (add -e clip)")
+        clip, clip_id = _require_clip(real, sid, embedders, "--subgroup prompts")
         enc = functools.partial(_encode_text, clip)
         for spec in cfg.subgroups:
             sg = L.parse_subgroup(spec)
