@@ -171,13 +171,6 @@ def _summary(res: dict) -> dict:
 
 def render_compare(cmp: dict, out_html: str | os.PathLike) -> Path:
     """Write the comparison as one self-contained HTML file (same style as the report); return its path."""
-    from .report import _environment
+    from .report import _environment, write_html
 
-    env = _environment()
-    html = env.get_template("compare.html.j2").render(c=cmp)
-    out = Path(out_html)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return write_html(_environment().get_template("compare.html.j2").render(c=cmp), out_html)

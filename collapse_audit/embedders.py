@@ -73,10 +73,6 @@ def _choice_for(family: str, choices: dict[str, WeightsChoice] | None) -> Weight
     return choices.get(family) or choices.get("*") or WeightsChoice()
 
 
-def _short_sha(path: str) -> str:
-    return W.sha256_file(path)
-
-
 @dataclass
 class Embedder:
     """Base class: a named feature extractor with a stable id.
@@ -251,7 +247,7 @@ def make_inception(variant: str, choice: WeightsChoice, cache=None, allow_downlo
     if choice.mode == "random":
         e.weights_tag = f"random-seed{choice.seed}"
     elif choice.mode == "file":
-        e.weights_sha256 = _short_sha(choice.path)
+        e.weights_sha256 = W.sha256_file(choice.path)
         e.weights_tag = f"file-sha256-{e.weights_sha256[:16]}"
     else:
         s = W.spec("inception")
@@ -488,7 +484,7 @@ def make_clip(variant: str, choice: WeightsChoice, cache=None, allow_download=Tr
     if choice.mode == "random":
         e.weights_tag = f"random-seed{choice.seed}"
     elif choice.mode == "file":
-        e.weights_sha256 = _short_sha(choice.path)
+        e.weights_sha256 = W.sha256_file(choice.path)
         e.weights_tag = f"file-sha256-{e.weights_sha256[:16]}"
     else:
         e.weights_tag = "pretrained"

@@ -618,6 +618,11 @@ def render_report(results: dict, data: dict | None, out_html: str | os.PathLike)
     # JSON carries only the thumbnails not already in the page.
     vm["plot_payload"] = lambda: _plot_payload(vm["data"], vm["used_thumbs"], results)
     html = env.get_template("report.html.j2").render(**vm)
+    return write_html(html, out_html)
+
+
+def write_html(html: str, out_html: str | os.PathLike) -> Path:
+    """Write ``html`` to ``out_html`` atomically (temp file + rename); return the path."""
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
