@@ -188,6 +188,20 @@ def weights_path(name: str, cache_dir=None) -> Path:
 
 
 # --------------------------------------------------------------------------- scan
+def resource_usage() -> dict:
+    """Peak resident memory of this process so far (``ru_maxrss``; memory-mapped pages it touched count) and CPUs."""
+    out = {"peak_rss_bytes": None, "cpu_count": os.cpu_count()}
+    try:
+        import resource
+        import sys
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out["peak_rss_bytes"] = int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
+    except (ImportError, OSError):  # pragma: no cover - Windows
+        pass
+    return out
+
+
 def scan_and_write(gen, real, cfg, rules=(), out_dir="collapse-audit-out", junit=None, env=None, report: bool = True):
     """Run a scan, evaluate the gate, write ``results.json`` (and JUnit / GitHub summary).
 
@@ -201,6 +215,7 @@ def scan_and_write(gen, real, cfg, rules=(), out_dir="collapse-audit-out", junit
     from .scan import run_scan
 
     results, real_side, gen_side = run_scan(gen, real, cfg)
+    results["resources"] = resource_usage()
     gate_result = G.evaluate(list(rules), results)
     results["gate"] = gate_result.to_dict()
     out = Path(out_dir)
@@ -221,6 +236,7 @@ def scan_and_write(gen, real, cfg, rules=(), out_dir="collapse-audit-out", junit
         else:
             write_report(results, real_side, gen_side, out, seed=cfg.seed)
         results["timings"]["report"] = round(time.perf_counter() - t0, 3)
+        results["resources"] = resource_usage()
         tmp.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
         os.replace(tmp, path)
     return results, gate_result, path

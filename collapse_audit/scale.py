@@ -22,7 +22,7 @@ Jegou 2019, "Billion-scale similarity search with GPUs"), chosen over HNSW
 * it builds in a minute on 2 cores (k-means on ~50 points per cell); memory
   is one float32 copy of the vectors;
 * balls of a given radius (what PRDC counts) are a plain scan of the
-  visited cells, and ``faiss.IndexIVFFlat.range_search`` serves the
+  visited cells, and ``faiss.IndexIVFFlat.search`` serves the
   near-duplicate search (:func:`build_index`).
 
 Defaults: ``nlist = round(4 sqrt(N + M))`` cells (:func:`default_nlist`;
@@ -174,7 +174,7 @@ def ip_index_builder(*, approx: bool = True, nlist: int | None = None, nprobe: i
 
     For :mod:`collapse_audit.analysis.duplicates`, whose ``_ip_index(x)``
     builds an exact ``IndexFlatIP``; the IVF index answers the same
-    ``search`` and ``range_search`` calls (see the module's wiring notes).
+    ``search`` calls (see the module's wiring notes).
     """
     def build(x: np.ndarray):
         return build_index(x, metric="ip", approx=approx, nlist=nlist, nprobe=nprobe, seed=seed)

@@ -408,7 +408,7 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
     t0 = time.perf_counter()
     if (acfg.classes or acfg.subgroups) and not any(type(e).__name__ == "ClipEmbedder" for e in embedder_objs.values()):
         embedder_objs.update(_embedders_from_descriptions(real, cfg))
-    sections = run_analyses(real, gen, ids, acfg, notes, embedder_objs)
+    sections = run_analyses(real, gen, ids, acfg, notes, embedder_objs, timings=timings)
     timings["analysis"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     results = build_results(real, gen, ids, per, cfg, notes, timings)

@@ -287,3 +287,61 @@ def test_reencoded_real_images_found_with_clip(tmp_path):
     if fresh_d:  # any chance matches are well separated from the re-encodes
         assert min(fresh_d) > 5 * max(p["distance"] for p in top)
     assert res["embedder"] == embs[0].id
+
+
+# --------------------------------------------------------------------------- collapse at scale: bounded edges
+
+
+def test_identical_row_codes_match_numpy_unique():
+    rng = np.random.default_rng(11)
+    base = rng.normal(size=(300, 32)).astype(np.float32)
+    x = base[rng.integers(0, 300, size=2000)]  # many bit-identical rows
+    x[5] = np.nextafter(x[5], np.float32(np.inf))  # one ulp away from its twins: not identical
+    codes = dup_mod.identical_row_codes(x, chunk=128)
+    ref = np.unique(x, axis=0, return_inverse=True)[1].ravel()
+    # same partition: codes are equal exactly where numpy's unique-row labels are equal
+    pairs = np.unique(np.stack([codes, ref], axis=1), axis=0)
+    assert len(np.unique(pairs[:, 0])) == len(pairs) == len(np.unique(pairs[:, 1]))
+
+
+def test_identical_row_codes_never_join_a_hash_collision(monkeypatch):
+    """Rows that collide in the hash (forced here: every row hashes to 0) are checked row by row."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    x[10] = x[3]
+    monkeypatch.setattr(dup_mod, "_row_hash", lambda x, chunk=65536: np.zeros(x.shape[0], np.uint64))
+    codes = dup_mod.identical_row_codes(x)
+    assert codes[10] == codes[3]
+    assert len(np.unique(codes)) == 49
+
+
+def test_collapsed_generator_edges_are_capped_and_groups_found(monkeypatch):
+    """A completely collapsed generator: 3,000 bit-identical outputs plus a near-identical clump of 400.
+
+    The full threshold graph has ~4.6M edges; with 8 neighbours per image the
+    search keeps O(N) of them, and still finds both groups, the identical one
+    without any search and the clump through its capped kNN edges."""
+    rng = np.random.default_rng(13)
+    monkeypatch.setattr(dup_mod, "_DUP_NEIGHBOURS", 8)
+    same = np.repeat(rng.normal(size=(1, D)).astype(np.float32), 3000, axis=0)
+    clump = (rng.normal(size=(1, D)) * 3 + rng.normal(scale=0.05, size=(400, D))).astype(np.float32)
+    fresh = _draw(rng, 600, _centers(rng))
+    x = np.vstack([same, clump, fresh])
+    seen = []
+    real_components = dup_mod._components
+
+    def spy(n, src, dst):
+        seen.append(src.size)
+        return real_components(n, src, dst)
+
+    monkeypatch.setattr(dup_mod, "_components", spy)
+    res = find_duplicates(x, None, gen_paths=[f"g{i}" for i in range(len(x))])["within_gen"]
+    assert max(seen) <= 4 * len(x) + dup_mod._MAX_RESULTS_PER_BLOCK  # never the N^2 pair list
+    sizes = [g["size"] for g in res["groups"]]
+    assert sizes[:2] == [3000, 400]
+    assert res["n_saturated"] >= 3400 and res["neighbours_per_image"] == 8
+    # without real hashes, the identical outputs are still recognised as such (distance 0)
+    assert res["groups"][0]["max_distance"] == pytest.approx(0.0, abs=1e-6)
+    u = _unit(fresh)
+    nn = np.sort(1 - u @ u.T, axis=1)[:, 1]
+    assert res["n_in_groups"] == 3400 + int((nn <= DEFAULT_DUP_THRESHOLD).sum())

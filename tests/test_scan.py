@@ -159,3 +159,28 @@ def test_empty_and_missing_inputs_exit_2_with_one_line(tmp_path, run_cli):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     code, _, err = run_cli("scan", tmp_path / "bad.npz", "--real", tmp_path / "real", "--out", tmp_path / "o")
     assert code == 2 and "not a readable .npz" in err
+
+
+def test_results_record_stage_timings_and_peak_memory(tmp_path, run_cli, feature_files):
+    """Per-stage wall times (analysis sections inside the analysis stage) and this process's peak RSS."""
+    import resource
+    import time
+
+    rp, gp, _, _ = feature_files
+    t0 = time.perf_counter()
+    code, _, err = run_cli("scan", gp, "--real", rp, "--no-report", "--out", tmp_path / "out", "--kid-subset-size", "100")
+    wall = time.perf_counter() - t0
+    assert code == 0, err
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert validate_results(res) == []
+    t = res["timings"]
+    parts = [t[k] for k in ("analysis_normalise", "analysis_clusters", "analysis_duplicates", "analysis_classes",
+                            "analysis_subgroups")]
+    assert all(v >= 0 for v in parts) and t["analysis_clusters"] > 0 and t["analysis_duplicates"] > 0
+    assert sum(parts) <= t["analysis"] + 1e-3  # rounded to the millisecond
+    assert t["embed"] + t["metrics"] + t["analysis"] <= t["total"] + 1e-3 <= wall + 1e-3
+    peak = res["resources"]["peak_rss_bytes"]
+    # the scan ran in this process: its peak is at most what the process has peaked at by now, and
+    # at least the Python interpreter with numpy and faiss loaded
+    assert 50 * 2**20 < peak <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert res["resources"]["cpu_count"] >= 1

@@ -4,11 +4,12 @@ Two questions, both in cosine distance ``d = 1 - cos(a, b)`` (features are
 L2-normalised here, so ``d`` lies in [0, 2]):
 
 * **Within generated** - which generated images repeat each other?  Pairs at
-  distance ``<= threshold`` are found with a FAISS range search
-  (``IndexFlatIP.range_search``, queries in blocks so the result buffers stay
-  bounded) and grouped by connected components of that sparse pair graph
-  (single linkage, ``scipy.sparse.csgraph.connected_components``).  Files with
-  the same content hash are joined too (exact byte duplicates).
+  distance ``<= threshold`` are found with a blocked FAISS kNN search (each
+  image's 64 nearest; all of its near-duplicates unless it has more than 64,
+  see ``_near_pairs_graph``) and grouped by connected components of that
+  sparse pair graph (single linkage,
+  ``scipy.sparse.csgraph.connected_components``).  Files with the same content
+  hash and bit-identical feature rows are joined without a search.
 * **Generated vs real** - which generated images copy a real one
   (memorization)?  The threshold is calibrated on the real set itself, in the
   spirit of the authenticity test of Alaa et al. (2022), "How Faithful is your
@@ -41,7 +42,9 @@ DEFAULT_COPY_QUANTILE = 0.01
 #: Real nearest-neighbour distances at or below this are exact duplicates
 #: inside the real set and are left out of the calibration.
 _ZERO = 1e-6
-_MAX_RESULTS_PER_BLOCK = 1 << 22  # range-search block: at most ~4M (query, base) pairs
+_MAX_RESULTS_PER_BLOCK = 1 << 22  # kNN-search block: at most ~4M (query, neighbour) pairs
+#: Neighbours per generated image kept as near-duplicate edges (see _near_pairs_graph).
+_DUP_NEIGHBOURS = 64
 _KNN_BLOCK = 16384
 _PATHS_PER_GROUP = 24
 _DIAMETER_MAX = 2048
@@ -87,28 +90,85 @@ def _forest(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rep[keep], np.nonzero(keep)[0]
 
 
+def _row_hash(x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """64-bit hash of each row's float32 bit pattern (per-column odd multipliers, xor-folded)."""
+    n, d = x.shape
+    mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
+    h = np.empty(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for s in range(0, n, chunk):
+            bits = np.ascontiguousarray(x[s : s + chunk], dtype=np.float32).view(np.uint32).astype(np.uint64)
+            bits *= mult[None, :]
+            h[s : s + chunk] = np.bitwise_xor.reduce(bits ^ (bits >> np.uint64(29)), axis=1)
+    return h
+
+
+def identical_row_codes(x: np.ndarray, *, chunk: int = 65536) -> np.ndarray:
+    """Code of every row such that rows get the same code exactly when they are bit-identical.
+
+    A 64-bit multiplicative hash of each row's float32 bit pattern (chunked,
+    O(N D), no sort of the rows themselves), then every hash bucket is checked
+    row by row against its first member, so a hash collision can never join
+    two different rows.  Used to join exact feature duplicates (a completely
+    collapsed generator writes the same image many times) without a
+    neighbour search among them.
+    """
+    h = _row_hash(x, chunk)
+    _, first_of_bucket, codes = np.unique(h, return_index=True, return_inverse=True)
+    codes = codes.ravel().astype(np.int64)
+    sizes = np.bincount(codes)
+    shared = np.nonzero(sizes[codes] >= 2)[0]
+    if shared.size:  # verify every bucket against its first row; a bucket that mixes rows is split exactly
+        ref = first_of_bucket[codes[shared]]
+        mixed = []
+        for s in range(0, shared.size, chunk):
+            rows, refs = shared[s : s + chunk], ref[s : s + chunk]
+            differ = (np.asarray(x[rows], np.float32) != np.asarray(x[refs], np.float32)).any(axis=1)
+            mixed.append(codes[rows[differ]])
+        nxt = int(codes.max()) + 1
+        for c in np.unique(np.concatenate(mixed)):  # true 64-bit collisions: essentially never
+            members = np.nonzero(codes == c)[0]
+            sub = np.unique(np.asarray(x[members], np.float32), axis=0, return_inverse=True)[1].ravel()
+            codes[members] = nxt + sub
+            nxt += int(sub.max()) + 1
+    return codes
+
+
 def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, build=_ip_index):
-    """Component labels and per-node max incident edge distance for pairs with d <= threshold."""
+    """Component labels, per-node max incident edge distance and the number of saturated nodes.
+
+    Edges: each row to those of its ``_DUP_NEIGHBOURS`` nearest neighbours
+    (FAISS kNN search, blocked) that lie at distance ``<= threshold``, plus the
+    given extra edges (equal content hashes, bit-identical rows).  A row with
+    fewer than ``_DUP_NEIGHBOURS`` rows within the threshold gets all of them,
+    so the graph equals the full threshold graph unless rows are *saturated*
+    (more than ``_DUP_NEIGHBOURS`` near-duplicates each).  That is the
+    collapsed case, where a range search would return N^2 pairs (10^12 at a
+    million images); capped edges keep memory at O(N k) and can only split a
+    group where two dense clumps touch through saturated rows alone.
+    """
     n = x.shape[0]
     index = build(x)
-    radius = float(1.0 - threshold) - 1e-6  # FAISS keeps IP > radius; filtered exactly below
-    block = int(max(1, min(n, _MAX_RESULTS_PER_BLOCK // max(n, 1))))
-    import faiss
-
-    if not isinstance(index, faiss.IndexFlat):  # approximate (IVF) search visits few cells: bigger query blocks
-        block = min(n, 16384)
+    kk = int(min(n, _DUP_NEIGHBOURS + 1))  # + the row itself
+    block = int(max(1, min(n, _MAX_RESULTS_PER_BLOCK // max(kk, 1))))
     node_max = np.full(n, -1.0, dtype=np.float64)
     src_parts, dst_parts = [np.asarray(extra_src, np.int64)], [np.asarray(extra_dst, np.int64)]
     if src_parts[0].size:
         node_max[src_parts[0]] = np.maximum(node_max[src_parts[0]], 0.0)
         node_max[dst_parts[0]] = np.maximum(node_max[dst_parts[0]], 0.0)
     n_edges = src_parts[0].size
+    n_saturated = 0
     for s in range(0, n, block):
-        lims, sims, ids = index.range_search(x[s : s + block], radius)
-        q = np.repeat(np.arange(s, s + lims.size - 1, dtype=np.int64), np.diff(lims.astype(np.int64)))
+        xb = np.ascontiguousarray(x[s : s + block], dtype=np.float32)
+        sims, ids = index.search(xb, kk)
+        b = ids.shape[0]
+        q = np.broadcast_to(np.arange(s, s + b, dtype=np.int64)[:, None], ids.shape)
         j = ids.astype(np.int64)
         d = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
-        keep = (j > q) & (d <= threshold)
+        near = (j >= 0) & (d <= threshold)
+        if kk < n:
+            n_saturated += int(near[:, -1].sum() if kk > 0 else 0)
+        keep = near & (j != q)
         q, j, d = q[keep], j[keep], d[keep]
         if q.size:
             np.maximum.at(node_max, q, d)
@@ -120,7 +180,7 @@ def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, bui
             f_src, f_dst = _forest(_components(n, np.concatenate(src_parts), np.concatenate(dst_parts)))
             src_parts, dst_parts, n_edges = [f_src], [f_dst], f_src.size
     labels = _components(n, np.concatenate(src_parts), np.concatenate(dst_parts))
-    return labels, node_max
+    return labels, node_max, n_saturated
 
 
 def _diameter(x: np.ndarray) -> float:
@@ -134,11 +194,13 @@ def _diameter(x: np.ndarray) -> float:
 
 def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups, build=_ip_index) -> dict:
     n = xg.shape[0]
-    src, dst = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    # exact duplicates need no search: bit-identical feature rows, and equal content hashes
+    src, dst = _forest(identical_row_codes(xg))
     if gen_shas is not None:
         codes = np.unique(np.asarray(gen_shas, dtype=object).astype(str), return_inverse=True)[1].ravel()
-        src, dst = _forest(codes)
-    labels, node_max = _near_pairs_graph(xg, threshold, src, dst, build)
+        s2, d2 = _forest(codes)
+        src, dst = np.concatenate([src, s2]), np.concatenate([dst, d2])
+    labels, node_max, n_saturated = _near_pairs_graph(xg, threshold, src, dst, build)
     sizes = np.bincount(labels)
     in_group = sizes[labels] >= 2
     comp_ids = np.nonzero(sizes >= 2)[0]
@@ -174,17 +236,18 @@ def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups, build=_ip_index)
         "dup_fraction": n_in / n,
         "exact_groups": int(exact_groups),
         "groups": out_groups,
+        "neighbours_per_image": int(_DUP_NEIGHBOURS),
+        "n_saturated": int(n_saturated),
     }
 
 
-def _real_nn_distances(xr: np.ndarray, real_shas, build=_ip_index) -> tuple[np.ndarray, int]:
+def _real_nn_distances(xr: np.ndarray, real_shas, index) -> tuple[np.ndarray, int]:
     """Distance of every real row to its nearest *other* real row (FAISS kNN, k = 2).
 
     Rows whose nearest other row is an exact duplicate (distance <= 1e-6 or the
     same content hash) are left out; returns (distances kept, number left out).
     """
     n = xr.shape[0]
-    index = build(xr)
     kk = min(2, n)
     nn_d = np.empty(n, dtype=np.float64)
     nn_i = np.empty(n, dtype=np.int64)
@@ -212,8 +275,9 @@ def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quanti
         "n_real_used": 0,
         "n_real_duplicates_excluded": 0,
     }
+    index = build(xr)  # one index over the real rows serves the calibration and the gen -> real search
     if n_real >= 2:
-        d_nn, n_excl = _real_nn_distances(xr, real_shas, build)
+        d_nn, n_excl = _real_nn_distances(xr, real_shas, index)
         calib["n_real_used"] = int(d_nn.size)
         calib["n_real_duplicates_excluded"] = n_excl
         if d_nn.size:
@@ -226,7 +290,6 @@ def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quanti
         thr = calib["real_nn_distance_quantile"]
 
     # nearest real neighbour of every generated sample
-    index = build(xr)
     nn_d = np.empty(n_gen, dtype=np.float64)
     nn_i = np.empty(n_gen, dtype=np.int64)
     for s in range(0, n_gen, _KNN_BLOCK):
@@ -303,9 +366,15 @@ def find_duplicates(
     ``d = 1 - cos`` in [0, 2].
 
     Within generated (``within_gen``): pairs with ``d <= threshold``
-    (default :data:`DEFAULT_DUP_THRESHOLD` = 0.05) from a blocked FAISS range
-    search, plus pairs with equal ``gen_shas`` (byte-identical files), joined
-    into connected components (single linkage).  ``dup_fraction`` is the share
+    (default :data:`DEFAULT_DUP_THRESHOLD` = 0.05) among each image's 64
+    nearest neighbours (blocked FAISS kNN search), plus pairs with equal
+    ``gen_shas`` (byte-identical files) or bit-identical feature rows, joined
+    into connected components (single linkage).  This is the full threshold
+    graph unless an image has more than 64 near-duplicates
+    (``n_saturated`` counts those; a collapsed generator): then only its 64
+    nearest are edges, which keeps memory at O(N) where the full graph has
+    N^2 edges, and can only split a group where two dense clumps touch through
+    saturated images alone.  ``dup_fraction`` is the share
     of generated images in a group of size >= 2.  Groups are listed largest
     first (at most ``max_groups``; at most 24 paths each, lowest index first)
     with ``max_distance`` = the largest linking edge in the group (<= threshold),

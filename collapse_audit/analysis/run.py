@@ -75,8 +75,16 @@ def _clip_embedder_for(space_id: str, embedders: dict):
     return None
 
 
-def run_analyses(real, gen, ids: Sequence[str], cfg: AnalysisConfig, notes: list[str], embedders: dict | None = None) -> dict:
-    """All analysis sections for two :class:`~collapse_audit.scan.Side` objects."""
+def run_analyses(real, gen, ids: Sequence[str], cfg: AnalysisConfig, notes: list[str], embedders: dict | None = None,
+                 timings: dict | None = None) -> dict:
+    """All analysis sections for two :class:`~collapse_audit.scan.Side` objects.
+
+    ``timings``, when given, receives the wall-clock seconds of each section
+    (``analysis_clusters``, ``analysis_duplicates``, ``analysis_classes``,
+    ``analysis_subgroups``; ``analysis_normalise`` for the L2 normalisation).
+    """
+    import time
+
     from . import clusters as C
     from . import duplicates as Dup
 
@@ -86,16 +94,22 @@ def run_analyses(real, gen, ids: Sequence[str], cfg: AnalysisConfig, notes: list
             notes.append("analysis skipped (--no-analysis): no clusters, classes, subgroups or duplicates.")
         return out
     embedders = embedders or {}
+    timings = timings if timings is not None else {}
     sid = pick_space(ids, cfg.space)
     out["analysis_space"] = sid
     rf, gf = real.features[sid], gen.features[sid]
+    t0 = time.perf_counter()
     rn, gn = _l2(rf), _l2(gf)
+    timings["analysis_normalise"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
     if real.n_images >= 20:
         out["clusters"] = C.cluster_dropout(rn, gn, real_paths=real.paths, gen_paths=gen.paths, k=cfg.clusters,
                                             seed=cfg.seed, alpha=cfg.alpha, embedder=sid)
     else:
         notes.append(f"cluster dropout needs at least 20 real images (have {real.n_images}); skipped.")
+    timings["analysis_clusters"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     builder = None
     if real.n_images * gen.n_images > cfg.exact_max_pairs:
         from ..scale import ip_index_builder
@@ -106,8 +120,13 @@ def run_analyses(real, gen, ids: Sequence[str], cfg: AnalysisConfig, notes: list
     out["duplicates"] = Dup.find_duplicates(gn, rn, gen_paths=gen.paths, real_paths=real.paths, gen_shas=gen.shas,
                                             real_shas=real.shas, threshold=cfg.dup_threshold,
                                             copy_quantile=cfg.copy_quantile, embedder=sid, index_builder=builder)
+    timings["analysis_duplicates"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     out["classes"] = _classes(real, gen, sid, rn, gn, cfg, notes, embedders)
+    timings["analysis_classes"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     out["subgroups"] = _subgroups(real, gen, sid, rn, gn, cfg, notes, embedders)
+    timings["analysis_subgroups"] = time.perf_counter() - t0
     return out
 
 
