@@ -82,6 +82,10 @@ TRAIN_POINTS_PER_LIST = 50
 #: FAISS wants at least this many training points per list (it warns below).
 _MIN_POINTS_PER_LIST = 39
 _ADD_CHUNK = 65536
+#: Approximate PRDC runs on distinct vectors with multiplicities when a side has more than 1% exact
+#: duplicate rows or a vector with more copies than this (a collapsed generator's repeated output
+#: would otherwise fill one IVF cell and make its search quadratic).
+_DEDUP_MAX_COPIES = 64
 
 
 # =========================================================================== index
@@ -527,10 +531,136 @@ def approx_prdc_indicators(
     -------
     :class:`ApproxPRDC`.
     """
-    from contextlib import nullcontext
-
     k = int(k)
     n, m, d = _check_pair(real, gen, k)
+    t0 = time.perf_counter()
+    plan_r, plan_g = _dedup_plan(real), _dedup_plan(gen)
+    t_dedup = time.perf_counter() - t0
+    rx = real if plan_r is None else _rows(real, plan_r[0])
+    gx = gen if plan_g is None else _rows(gen, plan_g[0])
+    core = _approx_core(rx, gx, k=k, nlist=nlist, nprobe=nprobe, seed=seed, block=block, chunk=chunk,
+                        quantizer_threads=quantizer_threads, blas_threads=blas_threads, progress=progress,
+                        w_real=None if plan_r is None else plan_r[2], w_gen=None if plan_g is None else plan_g[2])
+    del rx, gx
+    r_real, knn_real, counts, covered, in_gen, r_gen, knn_gen, info = core
+    # distinct vectors -> rows: every copy shares its vector's radius, ball and counts
+    if plan_r is not None:
+        ur, inv, _ = plan_r
+        r_real, covered, in_gen = r_real[inv], covered[inv], in_gen[inv]
+        knn_real = _knn_with_copies(knn_real[inv], inv, k)
+    if plan_g is not None:
+        ug, inv, _ = plan_g
+        r_gen, counts = r_gen[inv], counts[inv]
+        knn_gen = _knn_with_copies(knn_gen[inv], inv, k)
+    nl, npb, ts, flops, timings = info["nlist"], info["nprobe"], info["train_size"], info["flops"], info["timings"]
+    # points whose visited cells held fewer than k others: exact radius and ball by a full scan
+    bad_r = np.nonzero(~np.isfinite(r_real))[0]
+    bad_g = np.nonzero(~np.isfinite(r_gen))[0]
+    fallback = _fix_missing(real, r_real, knn_real, k) + _fix_missing(gen, r_gen, knn_gen, k)
+    if fallback:
+        _recount(real, gen, r_real, r_gen, bad_r, bad_g, counts, covered, in_gen)
+
+    ind = PRDCIndicators(
+        in_real=(counts > 0).astype(np.float64),
+        density_terms=counts.astype(np.float64) / float(k),
+        in_gen=in_gen.astype(np.float64),
+        covered=covered.astype(np.float64),
+    )
+    params = {
+        "method": "ivf-flat",
+        "index": "IVF-Flat cells over real + generated (two-level FAISS k-means), probed per point, GEMM-evaluated",
+        "k": k,
+        "nlist": int(nl),
+        "nprobe": int(npb),
+        "train_size": int(ts),
+        "seed": int(seed),
+        "exhaustive": bool(npb >= nl),
+        "exact_fallback_rows": int(fallback),
+        "gflop": round(flops / 1e9, 1),
+    }
+    params["distinct_vectors"] = {"real": int(n if plan_r is None else plan_r[0].size),
+                                  "gen": int(m if plan_g is None else plan_g[0].size)}
+    params["seconds"] = round(time.perf_counter() - t0, 3)
+    timings["dedup"] = round(t_dedup, 3)
+    timings["finish"] = round(params["seconds"] - timings["cells"] - timings["search"] - t_dedup, 3)
+    params["timings"] = timings
+    return ApproxPRDC(
+        precision=float(ind.in_real.mean()),
+        recall=float(ind.in_gen.mean()),
+        density=float(ind.density_terms.mean()),
+        coverage=float(ind.covered.mean()),
+        k=k,
+        n_real=int(n),
+        n_gen=int(m),
+        indicators=ind,
+        real_radii=r_real,
+        gen_radii=r_gen,
+        real_knn=knn_real,
+        gen_knn=knn_gen,
+        params=params,
+    )
+
+
+def _dedup_plan(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(first row of each distinct vector, vector of each row, copies of each vector)``, or None when there
+    are few exact duplicates (at most 1% of the rows and no vector more than 64 times)."""
+    from .analysis.duplicates import identical_row_codes
+
+    codes = identical_row_codes(x)
+    _, first, inv, w = np.unique(codes, return_index=True, return_inverse=True, return_counts=True)
+    if first.size == x.shape[0] or (x.shape[0] - first.size <= 0.01 * x.shape[0] and w.max() <= _DEDUP_MAX_COPIES):
+        return None
+    return first.astype(np.int64), inv.ravel().astype(np.int64), w.astype(np.int64)
+
+
+def _rows(x: np.ndarray, rows: np.ndarray, chunk: int = _ADD_CHUNK) -> np.ndarray:
+    """``x[rows]`` as float32, gathered ``chunk`` rows at a time (a memory map is never read whole at once)."""
+    out = np.empty((rows.size, x.shape[1]), dtype=np.float32)
+    for s in range(0, rows.size, chunk):
+        out[s : s + chunk] = x[rows[s : s + chunk]]
+    return out
+
+
+def _knn_with_copies(knn: np.ndarray, inv: np.ndarray, k: int, chunk: int = 65536) -> np.ndarray:
+    """Row neighbour lists from distinct-vector lists: the row's other copies first (distance 0), then every
+    copy of each neighbouring vector in order, the first ``k`` of them.
+
+    ``knn``: (rows, k) ids of distinct vectors (-1: none), already one line per row; ``inv``: the distinct
+    vector of each row.
+    """
+    n = inv.size
+    order = np.argsort(inv, kind="stable")  # rows grouped by vector, ascending within a vector
+    starts = np.searchsorted(inv[order], np.arange(int(inv.max()) + 2))
+    j = np.arange(k + 1)[None, :]
+
+    def copies(vec: np.ndarray) -> np.ndarray:  # (r, c) vectors -> (r, c * (k + 1)) rows, -1 padded
+        v = np.maximum(vec, 0)[..., None]
+        size = np.where(vec >= 0, starts[v[..., 0] + 1] - starts[v[..., 0]], 0)[..., None]
+        pos = starts[v] + j
+        return np.where(j < size, order[np.minimum(pos, n - 1)], -1).reshape(vec.shape[0], -1)
+
+    out = np.empty((n, k), dtype=np.int64)
+    for s in range(0, n, chunk):
+        r = np.arange(s, min(n, s + chunk))
+        own = copies(inv[r][:, None])
+        own[own == r[:, None]] = -1  # not the row itself
+        merged = np.concatenate([own, copies(knn[r])], axis=1)
+        o = np.argsort(merged < 0, axis=1, kind="stable")  # keep the order, drop the -1 gaps
+        out[r] = np.take_along_axis(merged, o, axis=1)[:, :k]
+    return out
+
+
+def _approx_core(real, gen, *, k, nlist, nprobe, seed, block, chunk, quantizer_threads, blas_threads, progress,
+                 w_real=None, w_gen=None):
+    """The IVF search of :func:`approx_prdc_indicators` on (distinct) rows with multiplicities ``w_*`` (None: 1).
+
+    A vector with ``w`` copies has ``w - 1`` neighbours at distance 0 in its own set, so its radius is the
+    ``(k - w + 1)``-th distance to the other vectors counted with their copies (0 when ``w > k``), and its
+    ball counts for ``w`` balls.  Returns per-vector arrays in input order and a dict of parameters.
+    """
+    from contextlib import nullcontext
+
+    n, m = real.shape[0], gen.shape[0]
     t0 = time.perf_counter()
     nu = n + m
     nl = default_nlist(nu) if nlist is None else max(1, min(int(nlist), nu))
@@ -559,8 +689,9 @@ def approx_prdc_indicators(
     flops = 0.0
     out = {}
     with task("approximate PRDC: IVF search", 2 * nu) as advance, _blas_threads(_auto_threads(blas_threads)):
-        for name, Q, other in (("real", R, G), ("gen", G, R)):
+        for name, Q, other, wq_in in (("real", R, G, w_real), ("gen", G, R, w_gen)):
             nq = Q.x.shape[0]
+            wq = None if wq_in is None else np.asarray(wq_in, np.int64)[Q.order]  # copies, by sorted position
             radius = np.full(nq, np.inf, dtype=np.float32)
             knn = np.full((nq, k), -1, dtype=np.int64)
             hit_other = np.zeros(other.x.shape[0], dtype=np.int64)  # balls of Q containing each other point
@@ -593,8 +724,17 @@ def approx_prdc_indicators(
                 ex[~found] = np.inf
                 o = np.argsort(ex, axis=1, kind="stable")
                 ex = np.take_along_axis(ex, o, axis=1)
-                knn[qs:qe] = np.take_along_axis(best_i, o, axis=1)[:, :k]
-                rad = np.sqrt(ex[:, k - 1])  # inf when fewer than k were found
+                cand_i = np.take_along_axis(best_i, o, axis=1)
+                knn[qs:qe] = cand_i[:, :k]
+                if wq is None:
+                    rad = np.sqrt(ex[:, k - 1])  # inf when fewer than k were found
+                else:  # k-th neighbour counting copies: w - 1 of its own at 0, the others with their weights
+                    need = k - (wq[qs:qe] - 1)
+                    cum = np.cumsum(np.where(np.isfinite(ex), wq[np.maximum(cand_i, 0)], 0), axis=1)
+                    pos = np.argmax(cum >= need[:, None], axis=1)
+                    rad = np.sqrt(ex[np.arange(qe - qs), pos])
+                    rad[cum[:, -1] < need] = np.inf
+                    rad[need <= 0] = 0.0
                 radius[qs:qe] = rad
                 # rows with fewer than k neighbours in their cells: ball left empty here, done exactly later
                 r2 = np.where(np.isfinite(rad), rad * rad, np.float32(-1.0)).astype(np.float32)
@@ -616,7 +756,10 @@ def approx_prdc_indicators(
                     a, b = np.nonzero(sure)
                     if a.size:
                         hit_q[qs + rows[a]] = True
-                        hit_other[ba : ba + nb] += np.bincount(b, minlength=nb)
+                        if wq is None:
+                            hit_other[ba : ba + nb] += np.bincount(b, minlength=nb)
+                        else:  # a vector's ball counts once per copy
+                            hit_other[ba : ba + nb] += np.bincount(b, weights=wq[qs + rows[a]], minlength=nb).astype(np.int64)
 
                 flops += _cell_scan(Q, qs, probes, other, nl, block, balls_visit)
                 advance(2 * (qe - qs))
@@ -639,49 +782,8 @@ def approx_prdc_indicators(
     covered = unsort(R, covered)
     in_gen = unsort(R, in_gen_count > 0)
     del R, G, out
-    # points whose visited cells held fewer than k others: exact radius and ball by a full scan
-    bad_r = np.nonzero(~np.isfinite(r_real))[0]
-    bad_g = np.nonzero(~np.isfinite(r_gen))[0]
-    fallback = _fix_missing(real, r_real, knn_real, k) + _fix_missing(gen, r_gen, knn_gen, k)
-    if fallback:
-        _recount(real, gen, r_real, r_gen, bad_r, bad_g, counts, covered, in_gen)
-
-    ind = PRDCIndicators(
-        in_real=(counts > 0).astype(np.float64),
-        density_terms=counts.astype(np.float64) / float(k),
-        in_gen=in_gen.astype(np.float64),
-        covered=covered.astype(np.float64),
-    )
-    params = {
-        "method": "ivf-flat",
-        "index": "IVF-Flat cells over real + generated (two-level FAISS k-means), probed per point, GEMM-evaluated",
-        "k": k,
-        "nlist": int(nl),
-        "nprobe": int(npb),
-        "train_size": int(ts),
-        "seed": int(seed),
-        "exhaustive": bool(npb >= nl),
-        "exact_fallback_rows": int(fallback),
-        "gflop": round(flops / 1e9, 1),
-    }
-    params["seconds"] = round(time.perf_counter() - t0, 3)
-    timings["finish"] = round(params["seconds"] - timings["cells"] - timings["search"], 3)
-    params["timings"] = timings
-    return ApproxPRDC(
-        precision=float(ind.in_real.mean()),
-        recall=float(ind.in_gen.mean()),
-        density=float(ind.density_terms.mean()),
-        coverage=float(ind.covered.mean()),
-        k=k,
-        n_real=int(n),
-        n_gen=int(m),
-        indicators=ind,
-        real_radii=r_real,
-        gen_radii=r_gen,
-        real_knn=knn_real,
-        gen_knn=knn_gen,
-        params=params,
-    )
+    info = {"nlist": int(nl), "nprobe": int(npb), "train_size": int(ts), "flops": flops, "timings": timings}
+    return r_real, knn_real, counts, covered, in_gen, r_gen, knn_gen, info
 
 
 def _recount(real, gen, r_real, r_gen, bad_r, bad_g, counts, covered, in_gen, block: int = 8192):
@@ -1023,13 +1125,19 @@ def _measure(real, gen, approx: ApproxPRDC, *, k, n_sub, n_knn, seed, alpha, blo
         "coverage": _binary_report(ind.covered[rs], ex_covered.astype(np.float64), alpha),
     }
 
-    def knn_recall(rows, approx_knn, need, nb):
+    def knn_recall(rows, approx_knn, need, rad, x):
+        """Share of the approximate neighbours that are true k-NN: distance <= the exact k-th distance.
+
+        Judged by distance, not by id, so that among tied neighbours (exact copies) any is right."""
         if rows.size == 0:
             return None
-        exact = nb[np.searchsorted(need, rows)]
+        exact_r = rad[np.searchsorted(need, rows)].astype(np.float64)
         found = approx_knn[rows]
-        hits = [np.intersect1d(exact[i], found[i]).size for i in range(rows.size)]
-        return float(np.mean(hits) / k)
+        ok = (found >= 0) & (found != rows[:, None])
+        q = np.asarray(x[rows], dtype=np.float32)
+        dist = _pair_dist(np.repeat(q, found.shape[1], axis=0), x[np.maximum(found, 0).ravel()]).reshape(found.shape)
+        hits = ok & (dist.astype(np.float64) <= exact_r[:, None] * (1 + 1e-6))
+        return float(hits.sum(axis=1).mean() / k)
 
     def radius_ratio(rows, approx_r, need, rad):
         ex = rad[np.searchsorted(need, rows)].astype(np.float64)
@@ -1048,8 +1156,8 @@ def _measure(real, gen, approx: ApproxPRDC, *, k, n_sub, n_knn, seed, alpha, blo
         "metrics": metrics,
         "max_abs_error": float(max(max(abs(v["error_ci"][0]), abs(v["error_ci"][1])) for v in metrics.values())),
         "knn_recall_at_k": {
-            "real": knn_recall(knn_r_rows, approx.real_knn, need_real, nb_real),
-            "gen": knn_recall(knn_g_rows, approx.gen_knn, need_gen, nb_gen),
+            "real": knn_recall(knn_r_rows, approx.real_knn, need_real, rad_real, real),
+            "gen": knn_recall(knn_g_rows, approx.gen_knn, need_gen, rad_gen, gen),
             "n": int(max(knn_r_rows.size, knn_g_rows.size)),
         },
         "radius_ratio_median": {

@@ -293,3 +293,74 @@ def test_normalise_rows_matches_the_whole_array_formula():
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-7)
     assert np.all(out[5] == 0)
+
+
+# --------------------------------------------------------------------------- collapsed sets: exact duplicates
+
+
+def _collapsed_pair(seed: int = 9):
+    """Real: 2,000 distinct rows, one row copied 150 times and 40 rows copied 3 times each; generated: a collapsed
+    generator, 1,200 bit-identical outputs (one of them a real row) plus 3 vectors x 2 copies and 300 distinct."""
+    rng = np.random.default_rng(seed)
+    d = 12
+    real = rng.standard_normal((2000, d)).astype(np.float32)
+    real = np.vstack([real, np.repeat(real[:1], 150, axis=0), np.repeat(real[10:50], 3, axis=0)])
+    gen_one = (rng.standard_normal((1, d)) * 0.3).astype(np.float32)
+    gen = np.vstack([np.repeat(gen_one, 1200, axis=0), np.repeat(real[5:6], 5, axis=0),
+                     np.repeat(rng.standard_normal((3, d)).astype(np.float32), 2, axis=0),
+                     (rng.standard_normal((300, d)) * 1.1 + 0.1).astype(np.float32)])
+    perm_r, perm_g = rng.permutation(len(real)), rng.permutation(len(gen))
+    return real[perm_r], gen[perm_g]
+
+
+def test_exact_duplicates_are_searched_once_and_counted_with_their_copies():
+    """With many exact copies the IVF search runs on distinct vectors with multiplicities; exhaustive, it equals
+    exact PRDC (metrics.prdc_indicators, itself equal to the prdc package) row by row, copies included."""
+    from prdc import compute_prdc
+
+    real, gen = _collapsed_pair()
+    a = scale.approx_prdc_indicators(real, gen, k=5, nprobe=10**6)
+    assert a.params["exhaustive"]
+    assert a.params["distinct_vectors"] == {"real": len(np.unique(real, axis=0)), "gen": len(np.unique(gen, axis=0))}
+    assert a.params["distinct_vectors"]["gen"] < 0.3 * len(gen)
+    e = M.prdc_indicators(real, gen, k=5)
+    for name, f in FIELDS.items():
+        np.testing.assert_array_equal(getattr(a.indicators, f), getattr(e, f), err_msg=name)
+    ref = compute_prdc(real, gen, nearest_k=5)
+    for name in METRICS:
+        assert getattr(a, name) == pytest.approx(ref[name], abs=1e-12), name
+    # radii: copies of a vector with more than k copies have radius 0 (their ball is empty: strict <)
+    from prdc.prdc import compute_nearest_neighbour_distances
+
+    for mine, x in ((a.gen_radii, gen), (a.real_radii, real)):
+        np.testing.assert_allclose(mine, compute_nearest_neighbour_distances(x, 5), rtol=1e-5, atol=1e-6)
+    assert (a.gen_radii == 0).sum() >= 1200 and (a.real_radii == 0).sum() >= 151
+    rep = scale.measure_approx_error(real, gen, a, n_sub=1000, seed=0)
+    for name in METRICS:
+        assert rep["metrics"][name]["disagreement"] == 0.0, name
+    # neighbour lists name the copies first: judged by distance, all found neighbours are true k-NN
+    assert rep["knn_recall_at_k"]["real"] == pytest.approx(1.0) and rep["knn_recall_at_k"]["gen"] == pytest.approx(1.0)
+
+
+def test_dedup_path_error_is_measured_exactly():
+    """Probing few cells on distinct vectors is approximate; the error check (on the whole set here, so its
+    estimate is the true difference) reports exactly the difference from exact PRDC, copies included."""
+    real, gen = _collapsed_pair(10)
+    a = scale.approx_prdc_indicators(real, gen, k=5, nprobe=4)
+    assert not a.params["exhaustive"]
+    e = M.prdc_indicators(real, gen, k=5)
+    rep = scale.measure_approx_error(real, gen, a, n_sub=10**6, seed=0)
+    for name, f in FIELDS.items():
+        true = float(getattr(a.indicators, f).mean() - getattr(e, f).mean())
+        assert rep["metrics"][name]["error"] == pytest.approx(true, abs=1e-9), name
+        assert abs(true) < 0.25, name  # a weighted vector's error counts once per copy, but stays bounded here
+
+
+def test_knn_with_copies_lists_other_copies_first():
+    inv = np.array([0, 1, 0, 2, 0, 1])  # vector 0 at rows 0, 2, 4; vector 1 at rows 1, 5; vector 2 at row 3
+    knn = np.array([[2, 1], [2, 0], [2, 1], [0, 1], [2, 1], [2, 0]])[:, :2]  # distinct-vector neighbours per row
+    knn = np.pad(knn, ((0, 0), (0, 1)), constant_values=-1)
+    out = scale._knn_with_copies(knn, inv, 3)
+    assert out[0].tolist() == [2, 4, 3] and out[2].tolist() == [0, 4, 3] and out[4].tolist() == [0, 2, 3]
+    assert out[1].tolist() == [5, 3, 0] and out[5].tolist() == [1, 3, 0]
+    assert out[3].tolist() == [0, 2, 4]  # no copies of its own: every copy of its nearest vector
