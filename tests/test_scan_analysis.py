@@ -193,3 +193,33 @@ def test_zero_shot_classes_and_subgroups_through_scan_with_random_clip(tmp_path,
     attr = res["subgroups"]["attributes"][0]
     assert attr["name"] == "tone" and attr["perceived"] is True and "estimated by a model" in attr["note"]
     assert {g["name"] for g in attr["groups"]} == {"dark", "bright"}
+
+
+def test_completely_collapsed_generator_through_scan_at_the_approximate_size(tmp_path, run_cli):
+    """A generator that writes one image 1,500 times (plus 300 from two modes), scanned with approximate search:
+    the repeated output is one duplicate group found without a quadratic search, PRDC runs on distinct vectors
+    and equals exact PRDC, and the gates on duplicates and coverage fail."""
+    from collapse_audit import metrics as M
+    from collapse_audit.schema import validate_results
+
+    rng = np.random.default_rng(8)
+    c = _modes(rng)
+    real, _ = _draw(rng, c, [150] * N_MODES)
+    rest, _ = _draw(rng, c, [150, 150] + [0] * (N_MODES - 2))
+    gen = np.vstack([np.repeat(rest[:1], 1500, axis=0), rest[1:]])
+    rp, gp = _save(tmp_path / "real.npz", real), _save(tmp_path / "gen.npz", gen, prefix="g")
+    code, res, _, err = _scan(run_cli, tmp_path, gp, rp, "--exact-max-pairs", "1000",
+                              "--fail-on", "dup_fraction>0.5", "--fail-on", "coverage<0.5")
+    assert code == 1, err
+    assert validate_results(res) == []
+    m = res["metrics"]
+    assert m["prdc_method"] == "approx"
+    assert m["approximation"]["params"]["distinct_vectors"] == {"real": len(real), "gen": len(gen) - 1499}
+    ref = M.prdc(real, gen, k=5)
+    assert m["coverage"] == pytest.approx(ref.coverage, abs=0.03) and m["coverage"] < 0.35
+    assert m["precision"] == pytest.approx(ref.precision, abs=0.03)
+    wg = res["duplicates"]["within_gen"]
+    assert wg["groups"][0]["size"] >= 1500 and wg["n_saturated"] >= 1500
+    assert wg["dup_fraction"] >= 1500 / len(gen)
+    assert {v["name"] for v in res["gate"]["violations"]} == {"dup_fraction", "coverage"}
+    assert res["timings"]["analysis_duplicates"] > 0 and res["resources"]["peak_rss_bytes"] > 0
