@@ -1,6 +1,6 @@
 """Scaling table of the metrics stage: wall time and peak memory from 10k to 1M samples per side.
 
-    .venv/bin/python benchmarks/bench_scale.py [--sizes 10000,50000,200000] [--dim 512] [--slow]
+    .venv/bin/python benchmarks/bench_scale.py [--sizes 10000,50000,200000] [--dim 512] [--slow] [--scan]
                                                [--data manifold|isotropic] [--n-sub 2000] [--json OUT]
 
 ``--slow`` adds N = 1,000,000 (about an hour on 2 cores).  For each N, in
@@ -19,6 +19,13 @@ separate subprocesses:
    :func:`collapse_audit.scale.choose_method` decides, and for approximate
    PRDC the error check against exact search on a subsample
    (:func:`collapse_audit.scale.measure_approx_error`).
+
+3. *scan* (with ``--scan``): the whole ``collapse-audit scan gen.npz --real
+   real.npz`` on the same files in a child process (metrics, clusters,
+   near-duplicates and near-copies, report), its stage times and peak RSS
+   read from its ``results.json`` (``timings``, ``resources``), plus what it
+   found: dropped clusters (two of the 20 modes are missing), the
+   near-duplicate and near-copy fractions.
 
 Data: 20 Gaussian modes; the generated side drops two of them and is
 shifted by 0.02.  ``--data manifold`` (default): each mode is a random
@@ -146,6 +153,33 @@ def child_metrics(folder: str, n_sub: int) -> dict:
     return out
 
 
+def run_scan(folder: str, timeout: float) -> dict:
+    """The whole ``collapse-audit scan`` on the two feature files (child process); its stage times and findings."""
+    out_dir = Path(folder) / "scan-out"
+    cmd = [sys.executable, "-m", "collapse_audit", "scan", str(Path(folder) / "gen.npz"), "--real",
+           str(Path(folder) / "real.npz"), "--out", str(out_dir)]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - t
+    if proc.returncode not in (0, 1) or not (out_dir / "results.json").exists():
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["failed"]}
+    res = json.loads((out_dir / "results.json").read_text())
+    t = res["timings"]
+    dup = res.get("duplicates") or {}
+    return {
+        "wall_s": wall,
+        "timings": t,
+        "peak_rss_bytes": (res.get("resources") or {}).get("peak_rss_bytes"),
+        "prdc_method": res["metrics"].get("prdc_method"),
+        "dropped_clusters": len((res.get("clusters") or {}).get("dropped") or []),
+        "k_clusters": (res.get("clusters") or {}).get("k"),
+        "dup_fraction": (dup.get("within_gen") or {}).get("dup_fraction"),
+        "memorized_fraction": (dup.get("gen_vs_real") or {}).get("memorized_fraction"),
+        "dup_search": dup.get("search"),
+        "report_bytes": (out_dir / "report.html").stat().st_size if (out_dir / "report.html").exists() else None,
+    }
+
+
 # --------------------------------------------------------------------------- parent
 
 
@@ -185,11 +219,40 @@ def growth_exponent(ns, ts) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def print_scan_table(rows: list[dict]) -> None:
+    """The whole-scan table: stage times from results.json, peak RSS, and what the scan found."""
+    print()
+    print("whole scan (collapse-audit scan gen.npz --real real.npz, report included):")
+    hdr = (f"{'N':>9} {'total s':>8} {'metrics':>8} {'clusters':>8} {'dups':>8} {'report':>7} {'peak RSS':>9} "
+           f"{'dropped':>8} {'dup frac':>8} {'copies':>7}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        sc = r.get("scan")
+        if not sc:
+            continue
+        if "error" in sc:
+            print(f"{r['n']:>9} scan failed: {sc['error']}")
+            continue
+        t = sc["timings"]
+        print(f"{r['n']:>9} {sc['wall_s']:>8.1f} {t.get('metrics', 0):>8.1f} {t.get('analysis_clusters', 0):>8.1f} "
+              f"{t.get('analysis_duplicates', 0):>8.1f} {t.get('report', 0):>7.1f} "
+              f"{(sc['peak_rss_bytes'] or 0) / 2**30:>7.2f} G {sc['dropped_clusters']:>4}/{sc['k_clusters'] or 0:<3} "
+              f"{sc['dup_fraction'] or 0:>8.4f} {sc['memorized_fraction'] or 0:>7.4f}")
+    ok = [r for r in rows if r.get("scan") and "error" not in r["scan"]]
+    b = growth_exponent([r["n"] for r in ok], [r["scan"]["wall_s"] for r in ok])
+    if b is not None:
+        print(f"growth exponent of the whole scan's time vs N: {b:.2f}")
+    print("dropped: clusters of the real set dropped by the generator / clusters (2 of the 20 modes are missing); "
+          "dup frac, copies: within-generated near-duplicate and near-copy fractions")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,50000,200000")
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--slow", action="store_true", help="add N = 1,000,000")
+    ap.add_argument("--scan", action="store_true", help="also time the whole `collapse-audit scan` on the same files")
     ap.add_argument("--data", choices=("manifold", "isotropic"), default="manifold")
     ap.add_argument("--n-sub", type=int, default=2000)
     ap.add_argument("--json", default=None, help="also write the rows to this file")
@@ -228,6 +291,8 @@ def main(argv=None) -> int:
                 print(f"{n:>9} write failed: {w['error']}", flush=True)
                 continue
             r = _run_child(["--child", "metrics", "--dir", folder, "--n-sub", str(a.n_sub)], a.timeout)
+            if a.scan:
+                r["scan"] = run_scan(folder, a.timeout)
         r.update(n=n, dim=a.dim, data=a.data, **w)
         rows.append(r)
         if "error" in r:
@@ -246,6 +311,8 @@ def main(argv=None) -> int:
         print(f"growth exponent over the approximate sizes only: {ba:.2f}")
     print("err<= : upper 95% confidence bound on |approx - exact| over the four PRDC metrics "
           "(metrics.approximation.max_abs_error); 0 for exact PRDC")
+    if a.scan:
+        print_scan_table(rows)
     if a.json:
         Path(a.json).write_text(json.dumps({"machine": mach, "rows": rows, "growth_exponent": b,
                                             "growth_exponent_approx": ba}, indent=1, default=float))
