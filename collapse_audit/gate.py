@@ -134,6 +134,8 @@ ALIASES: dict[str, Alias] = dict(
         _alias("dup_fraction", "duplicates.within_gen.dup_fraction", "value", "fraction of generated images that near-duplicate another generated image"),
         _alias("memorized_fraction", "duplicates.gen_vs_real.memorized_fraction", "value", "fraction of generated images that near-copy a real image"),
         _alias("n_failed", ("inputs.gen.n_failed", "inputs.real.n_failed"), "sum", "files that could not be read, both sides together"),
+        _alias("approx_error", "metrics.approximation.max_abs_error", "approx",
+               "upper 95% bound on |approximate - exact| over precision/recall/density/coverage; 0 when PRDC was exact"),
     ]
 )
 
@@ -472,6 +474,13 @@ def resolve(results: Mapping[str, Any], rule: Rule) -> float | None:
     """
     if rule.alias:
         alias = ALIASES[rule.alias]
+        if alias.reduce == "approx":  # exact PRDC has no approximation section: its error is 0
+            metrics = results.get("metrics") if isinstance(results, Mapping) else None
+            if isinstance(metrics, Mapping) and metrics.get("approximation") is None:
+                if metrics.get("prdc_method") == "exact":
+                    return 0.0
+                if metrics.get("precision") is None:
+                    return None  # PRDC not computed (statistics-only real side, too few samples)
         values = []
         for path in alias.paths:
             segs = parse_key(path)

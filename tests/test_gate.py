@@ -401,3 +401,18 @@ def test_evaluate_does_not_mutate_results(results):
     evaluate([parse_rule("coverage<0.8"), parse_rule("n_failed>0")], results)
     assert results == before
     assert math.isfinite(resolve(results, parse_rule("kid>0")))
+
+
+def test_approx_error_alias(results):
+    """approx_error reads the measured bound of approximate PRDC, is 0 for exact PRDC, and null (a violation)
+    when PRDC was not computed at all."""
+    rule = parse_rule("approx_error>0.02")
+    results["metrics"].update(prdc_method="exact", approximation=None)
+    assert resolve(results, rule) == 0.0 and evaluate([rule], results).passed
+    results["metrics"].update(prdc_method="approx", approximation={"max_abs_error": 0.031})
+    assert resolve(results, rule) == 0.031
+    (v,) = evaluate([rule], results).violations
+    assert v.name == "approx_error" and v.value == 0.031
+    results["metrics"].update(prdc_method=None, approximation=None, precision=None)
+    assert resolve(results, rule) is None and not evaluate([rule], results).passed
+    validate_rules([rule], {"metrics", "inputs"})  # known before the scan runs
