@@ -345,3 +345,43 @@ def test_collapsed_generator_edges_are_capped_and_groups_found(monkeypatch):
     u = _unit(fresh)
     nn = np.sort(1 - u @ u.T, axis=1)[:, 1]
     assert res["n_in_groups"] == 3400 + int((nn <= DEFAULT_DUP_THRESHOLD).sum())
+
+
+# --------------------------------------------------------------------------- approximate search: measured error
+
+
+def test_approximate_search_reports_its_error_against_exact_search():
+    """With a coarse IVF index (few probed cells) some duplicates and copies are missed; the check on a
+    subsample as large as the set reports exactly the difference from exact search at the same thresholds."""
+    from collapse_audit.scale import ip_index_builder
+
+    rng = np.random.default_rng(21)
+    c = _centers(rng)
+    real = _draw(rng, 3000, c)
+    gen = _draw(rng, 2500, c)
+    gen[:150] = real[:150] + rng.normal(scale=0.3, size=(150, D)).astype(np.float32)  # near-copies
+    gen[150:300] = gen[300:450] + rng.normal(scale=0.3, size=(150, D)).astype(np.float32)  # near-duplicates
+    kw = dict(gen_paths=[f"g{i}" for i in range(2500)], real_paths=[f"r{i}" for i in range(3000)])
+    approx = find_duplicates(gen, real, index_builder=ip_index_builder(approx=True, nlist=64, nprobe=1),
+                             check_n_sub=10**6, **kw)
+    appr = approx["approximation"]
+    thr_copy = approx["gen_vs_real"]["threshold"]
+    exact = find_duplicates(gen, real, threshold=approx["within_gen"]["threshold"], copy_threshold=thr_copy, **kw)
+    assert "approximation" not in exact
+    m = appr["metrics"]
+    assert m["dup_fraction"]["approx"] == pytest.approx(approx["within_gen"]["dup_fraction"])
+    assert m["dup_fraction"]["exact"] == pytest.approx(exact["within_gen"]["dup_fraction"])
+    assert m["memorized_fraction"]["approx"] == pytest.approx(approx["gen_vs_real"]["memorized_fraction"])
+    assert m["memorized_fraction"]["exact"] == pytest.approx(exact["gen_vs_real"]["memorized_fraction"])
+    # one probed cell out of 64 misses neighbours: the index can only miss, so both errors are <= 0
+    assert m["memorized_fraction"]["error"] <= 0 and m["dup_fraction"]["error"] <= 0
+    assert m["memorized_fraction"]["n_approx_only"] == 0
+    assert m["memorized_fraction"]["error"] + m["dup_fraction"]["error"] < 0
+    assert appr["nn_recall"]["gen_to_real"] < 1.0 and appr["max_abs_error"] > 0
+    lo, hi = m["memorized_fraction"]["error_ci"]
+    assert lo <= m["memorized_fraction"]["error"] <= hi
+    # with every cell probed the index is exact and the check finds nothing
+    full = find_duplicates(gen, real, index_builder=ip_index_builder(approx=True, nlist=64, nprobe=64),
+                           check_n_sub=1000, **kw)["approximation"]
+    assert full["nn_recall"] == {"gen_to_real": 1.0, "real_to_real": 1.0}
+    assert all(v["disagreement"] == 0 for v in full["metrics"].values())

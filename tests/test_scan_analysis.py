@@ -174,6 +174,12 @@ def test_approximate_search_above_the_size_threshold_is_close_and_reports_its_er
         assert approx["metrics"][key] == pytest.approx(exact["metrics"][key], abs=0.03), key
     assert approx["duplicates"]["search"].startswith("approximate") and exact["duplicates"]["search"].startswith("exact")
     assert any("approximate" in n for n in approx["notes"])
+    # the duplicate analyses measure their own error against exact search (exact scans have nothing to measure)
+    dm = approx["duplicates"]["approximation"]["metrics"]
+    assert dm["dup_fraction"]["approx"] == pytest.approx(approx["duplicates"]["within_gen"]["dup_fraction"], abs=0.05)
+    assert dm["memorized_fraction"]["n"] == len(gen) and approx["duplicates"]["approximation"]["max_abs_error"] < 0.05
+    assert "approximation" not in exact["duplicates"]
+    assert any("approximate duplicate search checked" in n for n in approx["notes"])
 
 
 def test_zero_shot_classes_and_subgroups_through_scan_with_random_clip(tmp_path, run_cli):

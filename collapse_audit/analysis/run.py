@@ -119,7 +119,15 @@ def run_analyses(real, gen, ids: Sequence[str], cfg: AnalysisConfig, notes: list
                      "FAISS IVF-Flat index (32 probed cells); exact search would take hours at this size.")
     out["duplicates"] = Dup.find_duplicates(gn, rn, gen_paths=gen.paths, real_paths=real.paths, gen_shas=gen.shas,
                                             real_shas=real.shas, threshold=cfg.dup_threshold,
-                                            copy_quantile=cfg.copy_quantile, embedder=sid, index_builder=builder)
+                                            copy_quantile=cfg.copy_quantile, embedder=sid, index_builder=builder,
+                                            seed=cfg.seed)
+    appr = (out["duplicates"] or {}).get("approximation")
+    if appr:
+        m = appr["metrics"]
+        notes.append("approximate duplicate search checked against exact search on "
+                     f"{appr['n_sub']['gen']} generated images: "
+                     + ", ".join(f"{k} error {v['error']:+.4f} [{v['error_ci'][0]:+.4f}, {v['error_ci'][1]:+.4f}]"
+                                 for k, v in m.items()) + ".")
     timings["analysis_duplicates"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out["classes"] = _classes(real, gen, sid, rn, gn, cfg, notes, embedders)
