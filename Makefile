@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 PIP_FLAGS ?= --disable-pip-version-check -q
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: install test test-slow demo bench bench-quick lint clean browser
+.PHONY: install test test-slow demo bench bench-quick bench-million lint clean browser
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ bench: install
 	$(PY) benchmarks/bench_metrics.py
 	$(PY) benchmarks/bench_scale.py
 	$(PY) benchmarks/bench_ray.py
+
+# The scaling table up to 1M per side, with the whole scan (metrics, clusters, duplicates, report) at every size:
+# about 1.5 hours on 2 cores, 8 GB of feature files in $(TMPDIR).
+bench-million: install
+	$(PY) benchmarks/bench_scale.py --slow --scan
 
 bench-quick: install
 	$(PY) benchmarks/bench_metrics.py --quick

@@ -1262,7 +1262,11 @@ def prdc_at_scale(
     if chosen != "approx":
         raise ValueError(f"method must be 'auto', 'exact' or 'approx', got {method!r}")
     a = approx_prdc_indicators(real, gen, k=k, nlist=nlist, nprobe=nprobe, seed=seed, progress=progress)
-    check = measure_approx_error(real, gen, a, n_sub=n_sub, seed=seed)
+    from contextlib import nullcontext
+
+    with (progress.task("approximate PRDC: exact check on a subsample", total=None, unit="pt") if progress is not None
+          else nullcontext()):
+        check = measure_approx_error(real, gen, a, n_sub=n_sub, seed=seed)
     return {"precision": a.precision, "recall": a.recall, "density": a.density, "coverage": a.coverage,
             "prdc_method": "approx", "approximation": check}
 

@@ -200,8 +200,10 @@ def interpret(metrics: dict) -> dict[str, str]:
     return out
 
 
-def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: list[str], label: str) -> dict:
-    """FID, KID, precision/recall, density/coverage (and bootstrap CIs) for one embedder."""
+def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: list[str], label: str, progress=None) -> dict:
+    """FID, KID, precision/recall, density/coverage (and bootstrap CIs) for one embedder.
+
+    ``progress``: a :class:`~collapse_audit.progress.ProgressReporter` for the long PRDC searches (or None)."""
     from . import metrics as M
 
     out: dict = {key: None for key in METRIC_KEYS}
@@ -222,7 +224,7 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
     else:
         from .scale import prdc_at_scale
 
-        pr = prdc_at_scale(real, gen, k=cfg.k, seed=cfg.seed, exact_max_pairs=cfg.exact_max_pairs)
+        pr = prdc_at_scale(real, gen, k=cfg.k, seed=cfg.seed, exact_max_pairs=cfg.exact_max_pairs, progress=progress)
         out.update(precision=_finite(pr["precision"]), recall=_finite(pr["recall"]), density=_finite(pr["density"]),
                    coverage=_finite(pr["coverage"]), prdc_method=pr["prdc_method"])
         if pr["approximation"] is not None:
@@ -403,12 +405,12 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
         acfg.skip = True
         acfg.skip_note = False
     else:
-        per = {e: compute_metrics(real.features[e], gen.features[e], cfg, notes, e) for e in ids}
+        per = {e: compute_metrics(real.features[e], gen.features[e], cfg, notes, e, progress=reporter) for e in ids}
     timings["metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if (acfg.classes or acfg.subgroups) and not any(type(e).__name__ == "ClipEmbedder" for e in embedder_objs.values()):
         embedder_objs.update(_embedders_from_descriptions(real, cfg))
-    sections = run_analyses(real, gen, ids, acfg, notes, embedder_objs, timings=timings)
+    sections = run_analyses(real, gen, ids, acfg, notes, embedder_objs, timings=timings, progress=reporter)
     timings["analysis"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     results = build_results(real, gen, ids, per, cfg, notes, timings)

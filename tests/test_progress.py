@@ -33,3 +33,29 @@ def test_rich_bar_shows_rate_and_eta_while_embedding(tmp_path):
 def test_models_fetch_offline_is_one_line_exit_2(run_cli):
     code, _, err = run_cli("models", "fetch", "inception")
     assert code == 2 and "pt_inception-2015-12-05-6726825d.pth" in err and "Traceback" not in err
+
+
+def test_scan_at_the_approximate_size_shows_bars_for_prdc_and_duplicate_searches(tmp_path, monkeypatch):
+    """The long searches of a scan at scale (approximate PRDC, near-duplicates, near-copies) report progress."""
+    import numpy as np
+
+    import collapse_audit.progress as progress_mod
+    from collapse_audit.features import FeatureSet, save_features
+    from collapse_audit.scan import ScanConfig, run_scan
+
+    rng = np.random.default_rng(0)
+    for name in ("real", "gen"):
+        x = rng.normal(size=(600, 8)).astype(np.float32)
+        save_features(tmp_path / f"{name}.npz", FeatureSet(features=x, paths=[f"{name}{i}.png" for i in range(600)],
+                                                           embedder_id="e"))
+    buf = io.StringIO()
+    reporter = RichProgress(Console(file=buf, force_terminal=True, width=160))
+    monkeypatch.setattr(progress_mod, "default_reporter", lambda enabled=None: reporter)  # as on a terminal
+    cfg = ScanConfig(exact_max_pairs=1000, kid_subset_size=100, kid_subsets=5)
+    res, _, _ = run_scan(tmp_path / "gen.npz", tmp_path / "real.npz", cfg)
+    text = buf.getvalue()
+    assert res["metrics"]["prdc_method"] == "approx"
+    for bar in ("approximate PRDC: IVF search", "approximate PRDC: exact check", "near-duplicates: search",
+                "near-copies: nearest real image", "near-copies: real nearest neighbours"):
+        assert bar in text, bar
+    assert "600/600" in text and "img/s" in text

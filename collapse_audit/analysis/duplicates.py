@@ -134,7 +134,16 @@ def identical_row_codes(x: np.ndarray, *, chunk: int = 65536) -> np.ndarray:
     return codes
 
 
-def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, build=_ip_index):
+def _task(progress, description: str, total: int | None):
+    """A progress task of ``progress`` (a ProgressReporter), or a no-op when None."""
+    from contextlib import nullcontext
+
+    if progress is None:
+        return nullcontext(lambda n=1: None)
+    return progress.task(description, total=total, unit="img")
+
+
+def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, build=_ip_index, progress=None):
     """Component labels, per-node max incident edge distance and the number of saturated nodes.
 
     Edges: each row to those of its ``_DUP_NEIGHBOURS`` nearest neighbours
@@ -148,7 +157,8 @@ def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, bui
     group where two dense clumps touch through saturated rows alone.
     """
     n = x.shape[0]
-    index = build(x)
+    with _task(progress, "near-duplicates: index", None):
+        index = build(x)
     kk = int(min(n, _DUP_NEIGHBOURS + 1))  # + the row itself
     block = int(max(1, min(n, _MAX_RESULTS_PER_BLOCK // max(kk, 1))))
     node_max = np.full(n, -1.0, dtype=np.float64)
@@ -158,27 +168,29 @@ def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, bui
         node_max[dst_parts[0]] = np.maximum(node_max[dst_parts[0]], 0.0)
     n_edges = src_parts[0].size
     n_saturated = 0
-    for s in range(0, n, block):
-        xb = np.ascontiguousarray(x[s : s + block], dtype=np.float32)
-        sims, ids = index.search(xb, kk)
-        b = ids.shape[0]
-        q = np.broadcast_to(np.arange(s, s + b, dtype=np.int64)[:, None], ids.shape)
-        j = ids.astype(np.int64)
-        d = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
-        near = (j >= 0) & (d <= threshold)
-        if kk < n:
-            n_saturated += int(near[:, -1].sum() if kk > 0 else 0)
-        keep = near & (j != q)
-        q, j, d = q[keep], j[keep], d[keep]
-        if q.size:
-            np.maximum.at(node_max, q, d)
-            np.maximum.at(node_max, j, d)
-            src_parts.append(q)
-            dst_parts.append(j)
-            n_edges += q.size
-        if n_edges > 4 * n:  # compress to a spanning forest: memory O(n + block)
-            f_src, f_dst = _forest(_components(n, np.concatenate(src_parts), np.concatenate(dst_parts)))
-            src_parts, dst_parts, n_edges = [f_src], [f_dst], f_src.size
+    with _task(progress, "near-duplicates: search", n) as advance:
+        for s in range(0, n, block):
+            xb = np.ascontiguousarray(x[s : s + block], dtype=np.float32)
+            sims, ids = index.search(xb, kk)
+            b = ids.shape[0]
+            q = np.broadcast_to(np.arange(s, s + b, dtype=np.int64)[:, None], ids.shape)
+            j = ids.astype(np.int64)
+            d = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
+            near = (j >= 0) & (d <= threshold)
+            if kk < n:
+                n_saturated += int(near[:, -1].sum())
+            keep = near & (j != q)
+            q, j, d = q[keep], j[keep], d[keep]
+            if q.size:
+                np.maximum.at(node_max, q, d)
+                np.maximum.at(node_max, j, d)
+                src_parts.append(q)
+                dst_parts.append(j)
+                n_edges += q.size
+            if n_edges > 4 * n:  # compress to a spanning forest: memory O(n + block)
+                f_src, f_dst = _forest(_components(n, np.concatenate(src_parts), np.concatenate(dst_parts)))
+                src_parts, dst_parts, n_edges = [f_src], [f_dst], f_src.size
+            advance(b)
     labels = _components(n, np.concatenate(src_parts), np.concatenate(dst_parts))
     return labels, node_max, n_saturated
 
@@ -192,7 +204,8 @@ def _diameter(x: np.ndarray) -> float:
     return best
 
 
-def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups, build=_ip_index, rows: dict | None = None) -> dict:
+def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups, build=_ip_index, rows: dict | None = None,
+                progress=None) -> dict:
     n = xg.shape[0]
     # exact duplicates need no search: bit-identical feature rows, and equal content hashes
     src, dst = _forest(identical_row_codes(xg))
@@ -200,7 +213,7 @@ def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups, build=_ip_index,
         codes = np.unique(np.asarray(gen_shas, dtype=object).astype(str), return_inverse=True)[1].ravel()
         s2, d2 = _forest(codes)
         src, dst = np.concatenate([src, s2]), np.concatenate([dst, d2])
-    labels, node_max, n_saturated = _near_pairs_graph(xg, threshold, src, dst, build)
+    labels, node_max, n_saturated = _near_pairs_graph(xg, threshold, src, dst, build, progress)
     sizes = np.bincount(labels)
     in_group = sizes[labels] >= 2
     if rows is not None:
@@ -243,7 +256,7 @@ def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups, build=_ip_index,
     }
 
 
-def _real_nn_distances(xr: np.ndarray, real_shas, index) -> tuple[np.ndarray, int, np.ndarray]:
+def _real_nn_distances(xr: np.ndarray, real_shas, index, progress=None) -> tuple[np.ndarray, int, np.ndarray]:
     """Distance of every real row to its nearest *other* real row (FAISS kNN, k = 2).
 
     Rows whose nearest other row is an exact duplicate (distance <= 1e-6 or the
@@ -254,13 +267,15 @@ def _real_nn_distances(xr: np.ndarray, real_shas, index) -> tuple[np.ndarray, in
     kk = min(2, n)
     nn_d = np.empty(n, dtype=np.float64)
     nn_i = np.empty(n, dtype=np.int64)
-    for s in range(0, n, _KNN_BLOCK):
-        sims, ids = index.search(xr[s : s + _KNN_BLOCK], kk)
-        rows = np.arange(s, s + ids.shape[0])
-        # the self match is usually first; with ties (a duplicate) it may be second
-        col = np.where(ids[:, 0] == rows, 1, 0)
-        nn_i[rows] = ids[np.arange(ids.shape[0]), col]
-        nn_d[rows] = np.clip(1.0 - sims[np.arange(ids.shape[0]), col].astype(np.float64), 0.0, 2.0)
+    with _task(progress, "near-copies: real nearest neighbours", n) as advance:
+        for s in range(0, n, _KNN_BLOCK):
+            sims, ids = index.search(xr[s : s + _KNN_BLOCK], kk)
+            rows = np.arange(s, s + ids.shape[0])
+            # the self match is usually first; with ties (a duplicate) it may be second
+            col = np.where(ids[:, 0] == rows, 1, 0)
+            nn_i[rows] = ids[np.arange(ids.shape[0]), col]
+            nn_d[rows] = np.clip(1.0 - sims[np.arange(ids.shape[0]), col].astype(np.float64), 0.0, 2.0)
+            advance(ids.shape[0])
     dup = nn_d <= _ZERO
     if real_shas is not None:
         shas = np.asarray(real_shas, dtype=object).astype(str)
@@ -269,7 +284,7 @@ def _real_nn_distances(xr: np.ndarray, real_shas, index) -> tuple[np.ndarray, in
 
 
 def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quantile, copy_threshold, max_pairs, build=_ip_index,
-                 rows: dict | None = None) -> dict:
+                 rows: dict | None = None, progress=None) -> dict:
     n_gen, n_real = xg.shape[0], xr.shape[0]
     calib: dict = {
         "method": "quantile of real nearest-other-real cosine distances (exact real duplicates excluded)",
@@ -279,9 +294,10 @@ def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quanti
         "n_real_used": 0,
         "n_real_duplicates_excluded": 0,
     }
-    index = build(xr)  # one index over the real rows serves the calibration and the gen -> real search
+    with _task(progress, "near-copies: index", None):
+        index = build(xr)  # one index over the real rows serves the calibration and the gen -> real search
     if n_real >= 2:
-        d_nn, n_excl, real_nn_all = _real_nn_distances(xr, real_shas, index)
+        d_nn, n_excl, real_nn_all = _real_nn_distances(xr, real_shas, index, progress)
         if rows is not None:
             rows["real_nn_d"] = real_nn_all
         calib["n_real_used"] = int(d_nn.size)
@@ -298,10 +314,12 @@ def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quanti
     # nearest real neighbour of every generated sample
     nn_d = np.empty(n_gen, dtype=np.float64)
     nn_i = np.empty(n_gen, dtype=np.int64)
-    for s in range(0, n_gen, _KNN_BLOCK):
-        sims, ids = index.search(xg[s : s + _KNN_BLOCK], 1)
-        nn_i[s : s + ids.shape[0]] = ids[:, 0]
-        nn_d[s : s + ids.shape[0]] = np.clip(1.0 - sims[:, 0].astype(np.float64), 0.0, 2.0)
+    with _task(progress, "near-copies: nearest real image", n_gen) as advance:
+        for s in range(0, n_gen, _KNN_BLOCK):
+            sims, ids = index.search(xg[s : s + _KNN_BLOCK], 1)
+            nn_i[s : s + ids.shape[0]] = ids[:, 0]
+            nn_d[s : s + ids.shape[0]] = np.clip(1.0 - sims[:, 0].astype(np.float64), 0.0, 2.0)
+            advance(ids.shape[0])
     exact = np.zeros(n_gen, dtype=bool)
     if gen_shas is not None and real_shas is not None:
         first: dict[str, int] = {}
@@ -364,6 +382,7 @@ def find_duplicates(
     index_builder=None,
     check_n_sub: int = 2000,
     seed: int = 0,
+    progress=None,
 ) -> dict:
     """Near-duplicate groups among generated images and near-copies of real ones.
 
@@ -412,7 +431,8 @@ def find_duplicates(
 
     With an approximate ``index_builder``, the answers are checked against
     exact search on ``check_n_sub`` seeded random generated and real rows
-    (:func:`measure_search_error`, the ``approximation`` key).
+    (:func:`measure_search_error`, the ``approximation`` key).  ``progress``:
+    a :class:`~collapse_audit.progress.ProgressReporter` for the searches.
 
     Returns the ``duplicates`` section of results.json.
     """
@@ -444,7 +464,7 @@ def find_duplicates(
             raise ValueError("real_shas must have one entry per real feature row")
         out["gen_vs_real"] = _gen_vs_real(
             xg, xr, gen_paths, [str(p) for p in real_paths], gen_shas, real_shas,
-            float(copy_quantile), copy_threshold, int(max_pairs), build, rows,
+            float(copy_quantile), copy_threshold, int(max_pairs), build, rows, progress,
         )
         # Near-duplicates are judged on the same scale as near-copies: two generated
         # images closer than (almost) any two real images are to each other. In a
@@ -453,14 +473,15 @@ def find_duplicates(
         q = out["gen_vs_real"]["calibration"].get("real_nn_distance_quantile")
         if threshold is None and q is not None and q < thr:
             thr, thr_method = float(q), "calibrated"
-    out["within_gen"] = _within_gen(xg, gen_paths, gen_shas, thr, int(max_groups), build, rows)
+    out["within_gen"] = _within_gen(xg, gen_paths, gen_shas, thr, int(max_groups), build, rows, progress)
     out["within_gen"]["threshold_method"] = {
         "default": f"fixed default cosine distance {DEFAULT_DUP_THRESHOLD}",
         "given": "given by the user (--dup-threshold)",
         "calibrated": f"min({DEFAULT_DUP_THRESHOLD}, the {copy_quantile:g} quantile of real nearest-neighbour distances)",
     }[thr_method]
     if index_builder is not None and check_n_sub:
-        out["approximation"] = measure_search_error(xg, xr, rows, dup_threshold=thr, n_sub=int(check_n_sub), seed=seed)
+        with _task(progress, "duplicates: exact check on a subsample", None):
+            out["approximation"] = measure_search_error(xg, xr, rows, dup_threshold=thr, n_sub=int(check_n_sub), seed=seed)
     return out
 
 

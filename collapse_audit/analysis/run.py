@@ -76,7 +76,7 @@ def _clip_embedder_for(space_id: str, embedders: dict):
 
 
 def run_analyses(real, gen, ids: Sequence[str], cfg: AnalysisConfig, notes: list[str], embedders: dict | None = None,
-                 timings: dict | None = None) -> dict:
+                 timings: dict | None = None, progress=None) -> dict:
     """All analysis sections for two :class:`~collapse_audit.scan.Side` objects.
 
     ``timings``, when given, receives the wall-clock seconds of each section
@@ -120,7 +120,7 @@ def run_analyses(real, gen, ids: Sequence[str], cfg: AnalysisConfig, notes: list
     out["duplicates"] = Dup.find_duplicates(gn, rn, gen_paths=gen.paths, real_paths=real.paths, gen_shas=gen.shas,
                                             real_shas=real.shas, threshold=cfg.dup_threshold,
                                             copy_quantile=cfg.copy_quantile, embedder=sid, index_builder=builder,
-                                            seed=cfg.seed)
+                                            seed=cfg.seed, progress=progress)
     appr = (out["duplicates"] or {}).get("approximation")
     if appr:
         m = appr["metrics"]
