@@ -225,7 +225,7 @@ def test_completely_collapsed_generator_through_scan_at_the_approximate_size(tmp
     assert m["coverage"] == pytest.approx(ref.coverage, abs=0.03) and m["coverage"] < 0.35
     assert m["precision"] == pytest.approx(ref.precision, abs=0.03)
     wg = res["duplicates"]["within_gen"]
-    assert wg["groups"][0]["size"] >= 1500 and wg["n_saturated"] >= 1500
+    assert wg["groups"][0]["size"] >= 1500 and wg["n_saturated"] < 1500  # copies joined without a search
     assert wg["dup_fraction"] >= 1500 / len(gen)
     assert {v["name"] for v in res["gate"]["violations"]} == {"dup_fraction", "coverage"}
     assert res["timings"]["analysis_duplicates"] > 0 and res["resources"]["peak_rss_bytes"] > 0

@@ -143,7 +143,7 @@ def _task(progress, description: str, total: int | None):
     return progress.task(description, total=total, unit="img")
 
 
-def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, build=_ip_index, progress=None):
+def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, build=_ip_index, progress=None, reps=None):
     """Component labels, per-node max incident edge distance and the number of saturated nodes.
 
     Edges: each row to those of its ``_DUP_NEIGHBOURS`` nearest neighbours
@@ -155,10 +155,16 @@ def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, bui
     collapsed case, where a range search would return N^2 pairs (10^12 at a
     million images); capped edges keep memory at O(N k) and can only split a
     group where two dense clumps touch through saturated rows alone.
+
+    ``reps``: search only these rows (one per distinct vector, when the extra
+    edges already join every copy to its representative): a generator that
+    repeats one output 10^5 times then costs one search, not 10^5 searches
+    that each scan the same crowded IVF cell.
     """
     n = x.shape[0]
+    xs = x if reps is None else x[reps]
     with _task(progress, "near-duplicates: index", None):
-        index = build(x)
+        index = build(xs)
     kk = int(min(n, _DUP_NEIGHBOURS + 1))  # + the row itself
     block = int(max(1, min(n, _MAX_RESULTS_PER_BLOCK // max(kk, 1))))
     node_max = np.full(n, -1.0, dtype=np.float64)
@@ -168,16 +174,21 @@ def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, bui
         node_max[dst_parts[0]] = np.maximum(node_max[dst_parts[0]], 0.0)
     n_edges = src_parts[0].size
     n_saturated = 0
-    with _task(progress, "near-duplicates: search", n) as advance:
-        for s in range(0, n, block):
-            xb = np.ascontiguousarray(x[s : s + block], dtype=np.float32)
+    ns = xs.shape[0]
+    kk = int(min(ns, kk))
+    with _task(progress, "near-duplicates: search", ns) as advance:
+        for s in range(0, ns, block):
+            xb = np.ascontiguousarray(xs[s : s + block], dtype=np.float32)
             sims, ids = index.search(xb, kk)
             b = ids.shape[0]
             q = np.broadcast_to(np.arange(s, s + b, dtype=np.int64)[:, None], ids.shape)
             j = ids.astype(np.int64)
+            if reps is not None:  # search positions -> rows
+                q = reps[q]
+                j = np.where(j >= 0, reps[np.maximum(j, 0)], -1)
             d = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
             near = (j >= 0) & (d <= threshold)
-            if kk < n:
+            if kk < ns:
                 n_saturated += int(near[:, -1].sum())
             keep = near & (j != q)
             q, j, d = q[keep], j[keep], d[keep]
@@ -205,15 +216,15 @@ def _diameter(x: np.ndarray) -> float:
 
 
 def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups, build=_ip_index, rows: dict | None = None,
-                progress=None) -> dict:
+                progress=None, codes=None, reps=None) -> dict:
     n = xg.shape[0]
     # exact duplicates need no search: bit-identical feature rows, and equal content hashes
-    src, dst = _forest(identical_row_codes(xg))
+    src, dst = _forest(identical_row_codes(xg) if codes is None else codes)
     if gen_shas is not None:
         codes = np.unique(np.asarray(gen_shas, dtype=object).astype(str), return_inverse=True)[1].ravel()
         s2, d2 = _forest(codes)
         src, dst = np.concatenate([src, s2]), np.concatenate([dst, d2])
-    labels, node_max, n_saturated = _near_pairs_graph(xg, threshold, src, dst, build, progress)
+    labels, node_max, n_saturated = _near_pairs_graph(xg, threshold, src, dst, build, progress, reps)
     sizes = np.bincount(labels)
     in_group = sizes[labels] >= 2
     if rows is not None:
@@ -284,7 +295,7 @@ def _real_nn_distances(xr: np.ndarray, real_shas, index, progress=None) -> tuple
 
 
 def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quantile, copy_threshold, max_pairs, build=_ip_index,
-                 rows: dict | None = None, progress=None) -> dict:
+                 rows: dict | None = None, progress=None, distinct=None) -> dict:
     n_gen, n_real = xg.shape[0], xr.shape[0]
     calib: dict = {
         "method": "quantile of real nearest-other-real cosine distances (exact real duplicates excluded)",
@@ -312,14 +323,19 @@ def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quanti
         thr = calib["real_nn_distance_quantile"]
 
     # nearest real neighbour of every generated sample
-    nn_d = np.empty(n_gen, dtype=np.float64)
-    nn_i = np.empty(n_gen, dtype=np.int64)
-    with _task(progress, "near-copies: nearest real image", n_gen) as advance:
-        for s in range(0, n_gen, _KNN_BLOCK):
-            sims, ids = index.search(xg[s : s + _KNN_BLOCK], 1)
+    # (one search per distinct generated vector when many outputs are bit-identical)
+    xq = xg if distinct is None else xg[distinct[0]]
+    nq = xq.shape[0]
+    nn_d = np.empty(nq, dtype=np.float64)
+    nn_i = np.empty(nq, dtype=np.int64)
+    with _task(progress, "near-copies: nearest real image", nq) as advance:
+        for s in range(0, nq, _KNN_BLOCK):
+            sims, ids = index.search(xq[s : s + _KNN_BLOCK], 1)
             nn_i[s : s + ids.shape[0]] = ids[:, 0]
             nn_d[s : s + ids.shape[0]] = np.clip(1.0 - sims[:, 0].astype(np.float64), 0.0, 2.0)
             advance(ids.shape[0])
+    if distinct is not None:
+        nn_d, nn_i = nn_d[distinct[1]], nn_i[distinct[1]]
     exact = np.zeros(n_gen, dtype=bool)
     if gen_shas is not None and real_shas is not None:
         first: dict[str, int] = {}
@@ -450,6 +466,9 @@ def find_duplicates(
     gen_paths = [str(p) for p in gen_paths]
 
     build = index_builder or _ip_index
+    # bit-identical generated rows (a collapsed generator repeating itself) are searched once
+    codes = identical_row_codes(xg)
+    distinct = _distinct(codes)
     rows: dict = {}
     xr = None
     out = {"embedder": embedder, "within_gen": None, "gen_vs_real": None,
@@ -464,7 +483,7 @@ def find_duplicates(
             raise ValueError("real_shas must have one entry per real feature row")
         out["gen_vs_real"] = _gen_vs_real(
             xg, xr, gen_paths, [str(p) for p in real_paths], gen_shas, real_shas,
-            float(copy_quantile), copy_threshold, int(max_pairs), build, rows, progress,
+            float(copy_quantile), copy_threshold, int(max_pairs), build, rows, progress, distinct,
         )
         # Near-duplicates are judged on the same scale as near-copies: two generated
         # images closer than (almost) any two real images are to each other. In a
@@ -473,7 +492,8 @@ def find_duplicates(
         q = out["gen_vs_real"]["calibration"].get("real_nn_distance_quantile")
         if threshold is None and q is not None and q < thr:
             thr, thr_method = float(q), "calibrated"
-    out["within_gen"] = _within_gen(xg, gen_paths, gen_shas, thr, int(max_groups), build, rows, progress)
+    out["within_gen"] = _within_gen(xg, gen_paths, gen_shas, thr, int(max_groups), build, rows, progress, codes,
+                                    None if distinct is None else distinct[0])
     out["within_gen"]["threshold_method"] = {
         "default": f"fixed default cosine distance {DEFAULT_DUP_THRESHOLD}",
         "given": "given by the user (--dup-threshold)",
@@ -483,6 +503,16 @@ def find_duplicates(
         with _task(progress, "duplicates: exact check on a subsample", None):
             out["approximation"] = measure_search_error(xg, xr, rows, dup_threshold=thr, n_sub=int(check_n_sub), seed=seed)
     return out
+
+
+def _distinct(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(first row of each distinct vector, vector of each row)`` when rows repeat enough to be worth searching
+    once per vector (more than 1% copies, or a vector repeated more than 64 times), else None."""
+    _, first, inv, w = np.unique(codes, return_index=True, return_inverse=True, return_counts=True)
+    n = codes.size
+    if first.size == n or (n - first.size <= 0.01 * n and w.max() <= 64):
+        return None
+    return first.astype(np.int64), inv.ravel().astype(np.int64)
 
 
 def _exact_nearest(q: np.ndarray, x: np.ndarray, self_rows: np.ndarray | None, block: int = 65536) -> np.ndarray:
