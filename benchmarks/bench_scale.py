@@ -31,7 +31,10 @@ Data: 20 Gaussian modes; the generated side drops two of them and is
 shifted by 0.02.  ``--data manifold`` (default): each mode is a random
 16-dimensional linear manifold plus small isotropic noise (embeddings of real
 images have low intrinsic dimension); ``--data isotropic``: full-rank
-isotropic modes, the hardest case for an inverted-file index.
+isotropic modes, the hardest case for an inverted-file index; ``--data
+collapsed``: manifold data where 80% of the generated outputs are one and the
+same vector (a completely collapsed generator), the worst case for
+neighbour search.
 
 Prints the machine, one row per N (method, stage times, peak RSS, the
 approximation's error bound) and the growth exponent of the metrics time
@@ -64,7 +67,7 @@ MANIFOLD_DIM = 16
 def _modes(dim: int, data: str):
     rng = np.random.default_rng([SEED, dim])
     centres = rng.normal(0, 1.0, (N_MODES, dim)).astype(np.float32)
-    if data == "manifold":
+    if data in ("manifold", "collapsed"):
         bases = rng.normal(0, 1.0 / np.sqrt(MANIFOLD_DIM), (N_MODES, MANIFOLD_DIM, dim)).astype(np.float32)
     else:
         bases = None
@@ -90,6 +93,8 @@ def feature_chunks(n: int, dim: int, side: str, data: str):
             x += 0.05 * rng.standard_normal((b, dim), dtype=np.float32)
         x += centres[lab]
         x += shift
+        if data == "collapsed" and side == "gen":  # 80% of the outputs are one and the same image
+            x[: int(0.8 * b)] = centres[2] + 0.01
         yield x.astype(np.float32)
 
 
@@ -253,7 +258,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--slow", action="store_true", help="add N = 1,000,000")
     ap.add_argument("--scan", action="store_true", help="also time the whole `collapse-audit scan` on the same files")
-    ap.add_argument("--data", choices=("manifold", "isotropic"), default="manifold")
+    ap.add_argument("--data", choices=("manifold", "isotropic", "collapsed"), default="manifold")
     ap.add_argument("--n-sub", type=int, default=2000)
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--tmp", default=None, help="directory for the feature files (default: system temp)")
