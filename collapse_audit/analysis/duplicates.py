@@ -165,8 +165,9 @@ def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, bui
     xs = x if reps is None else x[reps]
     with _task(progress, "near-duplicates: index", None):
         index = build(xs)
-    kk = int(min(n, _DUP_NEIGHBOURS + 1))  # + the row itself
-    block = int(max(1, min(n, _MAX_RESULTS_PER_BLOCK // max(kk, 1))))
+    ns = xs.shape[0]
+    kk = int(min(ns, _DUP_NEIGHBOURS + 1))  # + the row itself
+    block = int(max(1, min(ns, _MAX_RESULTS_PER_BLOCK // max(kk, 1))))
     node_max = np.full(n, -1.0, dtype=np.float64)
     src_parts, dst_parts = [np.asarray(extra_src, np.int64)], [np.asarray(extra_dst, np.int64)]
     if src_parts[0].size:
@@ -174,8 +175,6 @@ def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, bui
         node_max[dst_parts[0]] = np.maximum(node_max[dst_parts[0]], 0.0)
     n_edges = src_parts[0].size
     n_saturated = 0
-    ns = xs.shape[0]
-    kk = int(min(ns, kk))
     with _task(progress, "near-duplicates: search", ns) as advance:
         for s in range(0, ns, block):
             xb = np.ascontiguousarray(xs[s : s + block], dtype=np.float32)
