@@ -419,3 +419,19 @@ def test_repeated_outputs_are_searched_once_per_distinct_vector():
     # in a group: every copy of the repeated vector, and each single output with a near-duplicate vector
     assert wg["n_in_groups"] == 19_000 + int(near_other[counts == 1].sum())
     assert wg["n_in_groups"] < len(gen)
+
+
+def test_normalised_input_is_not_copied_again():
+    """The scan passes L2-normalised float32 features: find_duplicates uses them as they are (no second copy,
+    4 GiB at 1M x 512 per side), and normalises anything else."""
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(500, 16)).astype(np.float32)
+    u = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    assert dup_mod._normalise(u, "x") is u
+    assert dup_mod._normalise(x, "x") is not x
+    np.testing.assert_allclose(dup_mod._normalise(x, "x"), u, atol=1e-6)
+    assert dup_mod._normalise(u.astype(np.float64), "x").dtype == np.float32  # other dtypes: a float32 copy
+    a = find_duplicates(u, u[:300], gen_paths=[str(i) for i in range(500)], real_paths=[str(i) for i in range(300)])
+    b = find_duplicates(x, x[:300], gen_paths=[str(i) for i in range(500)], real_paths=[str(i) for i in range(300)])
+    assert a["within_gen"]["dup_fraction"] == b["within_gen"]["dup_fraction"]
+    assert a["gen_vs_real"]["memorized_fraction"] == b["gen_vs_real"]["memorized_fraction"] >= 0.6  # 300 exact copies

@@ -59,7 +59,20 @@ def _normalise(x: np.ndarray, name: str) -> np.ndarray:
             raise ValueError(f"{name} contains NaN or infinite values")
     from ..scale import normalise_rows
 
+    if _unit_rows(x):  # already L2-normalised float32 in memory (the scan passes such): no second copy (4 GiB at 1M)
+        return x
     return normalise_rows(x)
+
+
+def _unit_rows(x: np.ndarray, tol: float = 1e-6, chunk: int = 65536) -> bool:
+    """True for an in-memory C-contiguous float32 array whose rows all have norm 1 within ``tol``."""
+    if not isinstance(x, np.ndarray) or isinstance(x, np.memmap) or x.dtype != np.float32 or not x.flags.c_contiguous:
+        return False
+    for s in range(0, x.shape[0], chunk):
+        b = x[s : s + chunk]
+        if np.abs(np.einsum("ij,ij->i", b, b, dtype=np.float64) - 1.0).max() > tol:
+            return False
+    return True
 
 
 def _ip_index(x: np.ndarray):
