@@ -61,6 +61,20 @@ def template_dirs() -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
+def duration(seconds) -> str:
+    """A wall time for people: '42.1 s', '12 min 05 s', '1 h 02 min'."""
+    if seconds is None:
+        return "-"
+    t = float(seconds)
+    if t < 59.95:
+        return f"{t:.1f} s"
+    if t < 3599.5:
+        m, s = divmod(int(round(t)), 60)
+        return f"{m} min {s:02d} s"
+    h, m = divmod(int(round(t / 60)), 60)
+    return f"{h} h {m:02d} min"
+
+
 def _environment():
     import jinja2
 
@@ -77,6 +91,7 @@ def _environment():
         undefined=jinja2.ChainableUndefined,
     )
     env.filters["num"] = _num
+    env.filters["duration"] = duration
     env.filters["pct"] = _pct
     env.filters["w"] = _width
     env.filters["pp"] = _pp

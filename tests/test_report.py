@@ -431,3 +431,13 @@ def test_size_is_bounded_by_design(tmp_path):
           f"base {base} B, {per_point:.1f} B/point, {per_thumb:.0f} B/thumbnail (noise, worst case); "
           f"10k+10k at defaults <= {est_10k / 1e6:.2f} MB")
     assert est_10k < 15e6
+
+
+def test_run_time_reads_as_a_duration():
+    from collapse_audit.report import duration
+
+    assert duration(None) == "-"
+    assert duration(4.04) == "4.0 s" and duration(59.94) == "59.9 s"
+    assert duration(59.96) == "1 min 00 s" and duration(754.6) == "12 min 35 s"
+    assert duration(3599.4) == "59 min 59 s" and duration(3599.6) == "1 h 00 min"
+    assert duration(3152.9) == "52 min 33 s" and duration(7260) == "2 h 01 min"
