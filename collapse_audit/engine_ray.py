@@ -276,11 +276,13 @@ def embed_files_ray(
                  "mask": sum(1 << ids.index(eid) for eid in need)}
                 for i, need in zip(todo_idx, todo_needs)
             ]
-            n_blocks = max(1, min(math.ceil(len(items) / max(1, batch_size)), 10_000))
+            # at least one block per actor (a small folder still keeps every actor busy), at most batch_size files each
+            n_blocks = max(1, min(max(math.ceil(len(items) / max(1, batch_size)), min(size, len(items))), 10_000))
+            block_batch = max(1, min(int(batch_size), math.ceil(len(items) / n_blocks)))
             size = min(size, n_blocks)  # no idle actors for a handful of files
             ds = ray.data.from_items(items, override_num_blocks=n_blocks)
             ds = ds.map_batches(
-                decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1 if n_cpu > 1 else 0.5,
+                decode_batch, batch_size=block_batch, batch_format="numpy", num_cpus=1 if n_cpu > 1 else 0.5,
                 fn_kwargs={"ids": ids, "preprocess": [e.preprocess_fn for e in embedders], "max_pixels": max_pixels},
             )
             # Actors never take every CPU: at least one stays free for the decode tasks
@@ -289,7 +291,7 @@ def embed_files_ray(
             actor_kw = {"num_cpus": actor_cpus, **({"num_gpus": 1} if use_gpu else {})}
             needed = {eid for need in todo_needs for eid in need}
             ds = ds.map_batches(
-                EmbedActor, batch_size=batch_size, batch_format="numpy",
+                EmbedActor, batch_size=block_batch, batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=2),
                 fn_constructor_kwargs={"embedders": [_portable(e) for e in embedders],
                                        "device": "cuda" if use_gpu else "cpu", "amp": amp, "shard_dir": sdir,
