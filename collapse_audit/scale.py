@@ -82,10 +82,6 @@ TRAIN_POINTS_PER_LIST = 50
 #: FAISS wants at least this many training points per list (it warns below).
 _MIN_POINTS_PER_LIST = 39
 _ADD_CHUNK = 65536
-#: Approximate PRDC runs on distinct vectors with multiplicities when a side has more than 1% exact
-#: duplicate rows or a vector with more copies than this (a collapsed generator's repeated output
-#: would otherwise fill one IVF cell and make its search quadratic).
-_DEDUP_MAX_COPIES = 64
 
 
 # =========================================================================== index
@@ -602,15 +598,12 @@ def approx_prdc_indicators(
 
 
 def _dedup_plan(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``(first row of each distinct vector, vector of each row, copies of each vector)``, or None when there
-    are few exact duplicates (at most 1% of the rows and no vector more than 64 times)."""
-    from .analysis.duplicates import identical_row_codes
+    """Distinct vectors of ``x`` with their copies (:func:`collapse_audit.analysis.duplicates.distinct_rows`),
+    or None when there are few exact duplicates: approximate PRDC then runs on distinct vectors with
+    multiplicities."""
+    from .analysis.duplicates import distinct_rows, identical_row_codes
 
-    codes = identical_row_codes(x)
-    _, first, inv, w = np.unique(codes, return_index=True, return_inverse=True, return_counts=True)
-    if first.size == x.shape[0] or (x.shape[0] - first.size <= 0.01 * x.shape[0] and w.max() <= _DEDUP_MAX_COPIES):
-        return None
-    return first.astype(np.int64), inv.ravel().astype(np.int64), w.astype(np.int64)
+    return distinct_rows(identical_row_codes(x))
 
 
 def _rows(x: np.ndarray, rows: np.ndarray, chunk: int = _ADD_CHUNK) -> np.ndarray:
@@ -1097,8 +1090,8 @@ def _measure(real, gen, approx: ApproxPRDC, *, k, n_sub, n_knn, seed, alpha, blo
     knn_g_rows = np.sort(rng.choice(gs, min(int(n_knn), gs.size), replace=False))
     need_real = np.unique(np.concatenate([g_b, rs]))
     need_gen = np.unique(np.concatenate([r_b, knn_g_rows]))
-    rad_real, nb_real = _exact_knn_rows(real, need_real, k, shift, block)
-    rad_gen, nb_gen = _exact_knn_rows(gen, need_gen, k, shift, block)
+    rad_real, _ = _exact_knn_rows(real, need_real, k, shift, block)
+    rad_gen, _ = _exact_knn_rows(gen, need_gen, k, shift, block)
 
     def lookup(need, values, ids):
         return values[np.searchsorted(need, ids)]
@@ -1262,10 +1255,9 @@ def prdc_at_scale(
     if chosen != "approx":
         raise ValueError(f"method must be 'auto', 'exact' or 'approx', got {method!r}")
     a = approx_prdc_indicators(real, gen, k=k, nlist=nlist, nprobe=nprobe, seed=seed, progress=progress)
-    from contextlib import nullcontext
+    from .progress import ProgressReporter
 
-    with (progress.task("approximate PRDC: exact check on a subsample", total=None, unit="pt") if progress is not None
-          else nullcontext()):
+    with (progress or ProgressReporter()).task("approximate PRDC: exact check on a subsample", total=None, unit="pt"):
         check = measure_approx_error(real, gen, a, n_sub=n_sub, seed=seed)
     return {"precision": a.precision, "recall": a.recall, "density": a.density, "coverage": a.coverage,
             "prdc_method": "approx", "approximation": check}

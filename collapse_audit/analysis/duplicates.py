@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["find_duplicates", "measure_search_error", "identical_row_codes", "DEFAULT_DUP_THRESHOLD", "DEFAULT_COPY_QUANTILE"]
+from ..progress import ProgressReporter
+
+__all__ = ["find_duplicates", "measure_search_error", "identical_row_codes", "distinct_rows", "DEFAULT_DUP_THRESHOLD", "DEFAULT_COPY_QUANTILE"]
 
 #: Default within-generated threshold: cosine distance 0.05 (cosine similarity
 #: >= 0.95).  For L2-normalised CLIP image features that is "the same picture"
@@ -45,6 +47,8 @@ _ZERO = 1e-6
 _MAX_RESULTS_PER_BLOCK = 1 << 22  # kNN-search block: at most ~4M (query, neighbour) pairs
 #: Neighbours per generated image kept as near-duplicate edges (see _near_pairs_graph).
 _DUP_NEIGHBOURS = 64
+#: Searches run once per distinct vector when a vector has more copies than this (see distinct_rows).
+DEDUP_MAX_COPIES = 64
 _KNN_BLOCK = 16384
 _PATHS_PER_GROUP = 24
 _DIAMETER_MAX = 2048
@@ -73,6 +77,9 @@ def _unit_rows(x: np.ndarray, tol: float = 1e-6, chunk: int = 65536) -> bool:
         if np.abs(np.einsum("ij,ij->i", b, b, dtype=np.float64) - 1.0).max() > tol:
             return False
     return True
+
+
+_QUIET = ProgressReporter()  # no bars (library default)
 
 
 def _ip_index(x: np.ndarray):
@@ -147,16 +154,7 @@ def identical_row_codes(x: np.ndarray, *, chunk: int = 65536) -> np.ndarray:
     return codes
 
 
-def _task(progress, description: str, total: int | None):
-    """A progress task of ``progress`` (a ProgressReporter), or a no-op when None."""
-    from contextlib import nullcontext
-
-    if progress is None:
-        return nullcontext(lambda n=1: None)
-    return progress.task(description, total=total, unit="img")
-
-
-def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, build=_ip_index, progress=None, reps=None):
+def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, build=_ip_index, progress=_QUIET, reps=None):
     """Component labels, per-node max incident edge distance and the number of saturated nodes.
 
     Edges: each row to those of its ``_DUP_NEIGHBOURS`` nearest neighbours
@@ -176,7 +174,7 @@ def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, bui
     """
     n = x.shape[0]
     xs = x if reps is None else x[reps]
-    with _task(progress, "near-duplicates: index", None):
+    with progress.task("near-duplicates: index", None):
         index = build(xs)
     ns = xs.shape[0]
     kk = int(min(ns, _DUP_NEIGHBOURS + 1))  # + the row itself
@@ -188,7 +186,7 @@ def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, bui
         node_max[dst_parts[0]] = np.maximum(node_max[dst_parts[0]], 0.0)
     n_edges = src_parts[0].size
     n_saturated = 0
-    with _task(progress, "near-duplicates: search", ns) as advance:
+    with progress.task("near-duplicates: search", ns) as advance:
         for s in range(0, ns, block):
             xb = np.ascontiguousarray(xs[s : s + block], dtype=np.float32)
             sims, ids = index.search(xb, kk)
@@ -228,13 +226,13 @@ def _diameter(x: np.ndarray) -> float:
 
 
 def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups, build=_ip_index, rows: dict | None = None,
-                progress=None, codes=None, reps=None) -> dict:
+                progress=_QUIET, row_codes=None, reps=None) -> dict:
     n = xg.shape[0]
     # exact duplicates need no search: bit-identical feature rows, and equal content hashes
-    src, dst = _forest(identical_row_codes(xg) if codes is None else codes)
+    src, dst = _forest(identical_row_codes(xg) if row_codes is None else row_codes)
     if gen_shas is not None:
-        codes = np.unique(np.asarray(gen_shas, dtype=object).astype(str), return_inverse=True)[1].ravel()
-        s2, d2 = _forest(codes)
+        sha_codes = np.unique(np.asarray(gen_shas, dtype=object).astype(str), return_inverse=True)[1].ravel()
+        s2, d2 = _forest(sha_codes)
         src, dst = np.concatenate([src, s2]), np.concatenate([dst, d2])
     labels, node_max, n_saturated = _near_pairs_graph(xg, threshold, src, dst, build, progress, reps)
     sizes = np.bincount(labels)
@@ -279,7 +277,7 @@ def _within_gen(xg, gen_paths, gen_shas, threshold, max_groups, build=_ip_index,
     }
 
 
-def _real_nn_distances(xr: np.ndarray, real_shas, index, progress=None) -> tuple[np.ndarray, int, np.ndarray]:
+def _real_nn_distances(xr: np.ndarray, real_shas, index, progress=_QUIET) -> tuple[np.ndarray, int, np.ndarray]:
     """Distance of every real row to its nearest *other* real row (FAISS kNN, k = 2).
 
     Rows whose nearest other row is an exact duplicate (distance <= 1e-6 or the
@@ -290,7 +288,7 @@ def _real_nn_distances(xr: np.ndarray, real_shas, index, progress=None) -> tuple
     kk = min(2, n)
     nn_d = np.empty(n, dtype=np.float64)
     nn_i = np.empty(n, dtype=np.int64)
-    with _task(progress, "near-copies: real nearest neighbours", n) as advance:
+    with progress.task("near-copies: real nearest neighbours", n) as advance:
         for s in range(0, n, _KNN_BLOCK):
             sims, ids = index.search(xr[s : s + _KNN_BLOCK], kk)
             rows = np.arange(s, s + ids.shape[0])
@@ -307,7 +305,7 @@ def _real_nn_distances(xr: np.ndarray, real_shas, index, progress=None) -> tuple
 
 
 def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quantile, copy_threshold, max_pairs, build=_ip_index,
-                 rows: dict | None = None, progress=None, distinct=None) -> dict:
+                 rows: dict | None = None, progress=_QUIET, distinct=None) -> dict:
     n_gen, n_real = xg.shape[0], xr.shape[0]
     calib: dict = {
         "method": "quantile of real nearest-other-real cosine distances (exact real duplicates excluded)",
@@ -317,7 +315,7 @@ def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quanti
         "n_real_used": 0,
         "n_real_duplicates_excluded": 0,
     }
-    with _task(progress, "near-copies: index", None):
+    with progress.task("near-copies: index", None):
         index = build(xr)  # one index over the real rows serves the calibration and the gen -> real search
     if n_real >= 2:
         d_nn, n_excl, real_nn_all = _real_nn_distances(xr, real_shas, index, progress)
@@ -340,7 +338,7 @@ def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quanti
     nq = xq.shape[0]
     nn_d = np.empty(nq, dtype=np.float64)
     nn_i = np.empty(nq, dtype=np.int64)
-    with _task(progress, "near-copies: nearest real image", nq) as advance:
+    with progress.task("near-copies: nearest real image", nq) as advance:
         for s in range(0, nq, _KNN_BLOCK):
             sims, ids = index.search(xq[s : s + _KNN_BLOCK], 1)
             nn_i[s : s + ids.shape[0]] = ids[:, 0]
@@ -476,11 +474,12 @@ def find_duplicates(
     if not 0 <= copy_quantile <= 1:
         raise ValueError(f"copy_quantile must be in [0, 1]; got {copy_quantile}")
     gen_paths = [str(p) for p in gen_paths]
+    progress = progress or _QUIET
 
     build = index_builder or _ip_index
     # bit-identical generated rows (a collapsed generator repeating itself) are searched once
     codes = identical_row_codes(xg)
-    distinct = _distinct(codes)
+    distinct = distinct_rows(codes)
     rows: dict = {}
     xr = None
     out = {"embedder": embedder, "within_gen": None, "gen_vs_real": None,
@@ -512,19 +511,21 @@ def find_duplicates(
         "calibrated": f"min({DEFAULT_DUP_THRESHOLD}, the {copy_quantile:g} quantile of real nearest-neighbour distances)",
     }[thr_method]
     if index_builder is not None and check_n_sub:
-        with _task(progress, "duplicates: exact check on a subsample", None):
+        with progress.task("duplicates: exact check on a subsample", None):
             out["approximation"] = measure_search_error(xg, xr, rows, dup_threshold=thr, n_sub=int(check_n_sub), seed=seed)
     return out
 
 
-def _distinct(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(first row of each distinct vector, vector of each row)`` when rows repeat enough to be worth searching
-    once per vector (more than 1% copies, or a vector repeated more than 64 times), else None."""
+def distinct_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(first row of each distinct vector, vector of each row, copies of each vector)`` for the codes of
+    :func:`identical_row_codes`, when rows repeat enough to be worth searching once per vector (more than 1%
+    copies, or a vector repeated more than :data:`DEDUP_MAX_COPIES` times); else None.  A collapsed generator's
+    repeated output would otherwise fill one IVF cell and make every search in it quadratic."""
     _, first, inv, w = np.unique(codes, return_index=True, return_inverse=True, return_counts=True)
     n = codes.size
-    if first.size == n or (n - first.size <= 0.01 * n and w.max() <= 64):
+    if first.size == n or (n - first.size <= 0.01 * n and w.max() <= DEDUP_MAX_COPIES):
         return None
-    return first.astype(np.int64), inv.ravel().astype(np.int64)
+    return first.astype(np.int64), inv.ravel().astype(np.int64), w.astype(np.int64)
 
 
 def _exact_nearest(q: np.ndarray, x: np.ndarray, self_rows: np.ndarray | None, block: int = 65536) -> np.ndarray:
