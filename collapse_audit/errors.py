@@ -31,3 +31,11 @@ class InputError(CollapseAuditError):
 
 class WeightsError(CollapseAuditError):
     """Model weights are missing, corrupt or cannot be downloaded."""
+
+
+class EnvironmentFault(CollapseAuditError):
+    """The user's environment stops the run (output folder not writable, disk full, ...): exit 2, one line."""
+
+
+class CollapseAuditWarning(UserWarning):
+    """Something was worked around (a broken cache, a skipped file class): the CLI prints it as one line."""
