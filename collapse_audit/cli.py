@@ -5,6 +5,7 @@ Exit codes (DESIGN.md): 0 ok, 1 a gate rule failed, 2 usage or input error,
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .errors import EXIT_USAGE, CollapseAuditError, UsageError
@@ -28,11 +30,93 @@ app = typer.Typer(
 models_app = typer.Typer(help="List, fetch, import and locate model weights.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+class _SafeStream:
+    """A text stream that survives a closed reader (``collapse-audit scan ... | head``).
+
+    On the first broken pipe, the file descriptor is pointed at /dev/null and
+    the run goes on, so the exit code keeps its meaning (0 ok, 1 gate failed).
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+        self.broken = False
+
+    @property
+    def _stream(self):
+        return getattr(sys, self._name)
+
+    def write(self, s: str) -> int:
+        if self.broken:
+            return len(s)
+        try:
+            return self._stream.write(s)
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            self._silence()
+            return len(s)
+
+    def flush(self) -> None:
+        if self.broken:
+            return
+        try:
+            self._stream.flush()
+        except (BrokenPipeError, ValueError):
+            self._silence()
+
+    def _silence(self) -> None:
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream.isatty()
+        except ValueError:
+            return False
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self):
+        return getattr(self._stream, "encoding", "utf-8")
+
+
+# Markup is off everywhere: paths, labels, rules and policy texts are the user's
+# and may contain '[/]'; styles are given with style= or Text, never in strings.
+out = Console(file=_SafeStream("stdout"), highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = Console(file=_SafeStream("stderr"), highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 EMBEDDER_HELP = "Embedder: inception[:clean|:pytorch-fid] or clip[:ARCH/PRETRAINED] (default clip is ViT-B-32/openai)."
 WEIGHTS_HELP = "Weights: 'pretrained' (default), 'random' (seeded, for tests/offline), or NAME=PATH / NAME=random per embedder (e.g. inception=pt_inception.pth). Repeatable."
+
+
+def _in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+              allow_inf: bool = False):
+    """A Typer callback that refuses NaN (and infinity unless allowed) and values outside [lo, hi] (open ends if asked)."""
+    import math
+
+    def check(value):
+        if value is None:
+            return value
+        v = float(value)
+        if math.isnan(v) or (math.isinf(v) and not allow_inf):
+            raise typer.BadParameter(f"{value} is not a finite number")
+        bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
+        bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
+        if bad_lo or bad_hi:
+            lb = "(" if lo_open else "["
+            hb = ")" if hi_open else "]"
+            raise typer.BadParameter(f"{value} is outside {lb}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{hb}")
+        return value
+
+    return check
+
+
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit
 
 
 def _version(value: bool):
@@ -55,7 +139,7 @@ def embed(
     output: Path = typer.Option(..., "-o", "--output", help="Embeddings file to write (.npz)."),
     embedder: str = typer.Option("inception", "--embedder", "-e", help=EMBEDDER_HELP),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed for random weights."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for random weights."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per model call."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding worker processes (default: min(8, CPUs))."),
@@ -80,7 +164,7 @@ def embed(
     e = res.embedders[0]
     s = res.stats
     if e.random_weights:
-        err.print(f"[bold yellow]WARNING: {e.name} uses RANDOM weights (seed {e.seed}): features are a baseline, not comparable with published FIDs[/]")
+        err.print(f"WARNING: {e.name} uses RANDOM weights (seed {e.seed}): features are a baseline, not comparable with published FIDs", style="bold yellow")
     out.print(
         f"embedded {s['n_embedded']} of {s['n_files']} files with {e.id} "
         f"({s['n_from_cache']} from cache, {s['n_computed']} computed, {s['n_failed']} failed) in {s['seconds']:.1f}s -> {path}"
@@ -111,7 +195,7 @@ def scan(
     out_dir: Path = typer.Option(Path("collapse-audit-out"), "--out", "-o", help="Output folder for results.json (and report.html)."),
     embedder: Optional[List[str]] = typer.Option(None, "--embedder", "-e", help=EMBEDDER_HELP + " Repeatable; the first is primary. Default for folders: inception and clip."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed for random weights, KID subsets, bootstrap, clustering."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for random weights, KID subsets, bootstrap, clustering."),
     k: int = typer.Option(5, "--k", min=1, help="Neighbours for precision/recall/density/coverage."),
     kid_subsets: int = typer.Option(100, "--kid-subsets", min=1, help="KID: number of random subsets."),
     kid_subset_size: int = typer.Option(1000, "--kid-subset-size", min=2, help="KID: subset size (capped at the smaller set)."),
@@ -128,12 +212,12 @@ def scan(
     classifier: Optional[str] = typer.Option(None, "--classifier", help="TorchScript classifier PATH[?size=..&mean=..&std=..] with class_names in its metadata."),
     subgroup: Optional[List[str]] = typer.Option(None, "--subgroup", help="Zero-shot attribute 'name=prompt A|prompt B' (or 'name=a:prompt|b:prompt'). Repeatable."),
     intersect: Optional[List[str]] = typer.Option(None, "--intersect", help="Also analyse the intersection of two attributes 'A,B'. Repeatable."),
-    dup_threshold: Optional[float] = typer.Option(None, "--dup-threshold", help="Cosine distance under which two generated images are near-duplicates."),
-    copy_quantile: float = typer.Option(0.001, "--copy-quantile", help="Near-copy threshold = this quantile of real-to-real nearest-neighbour distances."),
-    alpha: float = typer.Option(0.05, "--alpha", help="False discovery rate for the dropout tests (Benjamini-Hochberg)."),
+    dup_threshold: Optional[float] = typer.Option(None, "--dup-threshold", callback=_in_range(0.0, 2.0), help="Cosine distance under which two generated images are near-duplicates."),
+    copy_quantile: float = typer.Option(0.001, "--copy-quantile", callback=_in_range(0.0, 1.0, lo_open=True, hi_open=True), help="Near-copy threshold = this quantile of real-to-real nearest-neighbour distances."),
+    alpha: float = typer.Option(0.05, "--alpha", callback=_in_range(0.0, 1.0, lo_open=True, hi_open=True), help="False discovery rate for the dropout tests (Benjamini-Hochberg)."),
     no_analysis: bool = typer.Option(False, "--no-analysis", help="Metrics only: skip clusters, classes, subgroups and duplicates."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html (results.json only)."),
-    exact_max_pairs: float = typer.Option(2.5e9, "--exact-max-pairs", help="Above this many real x generated pairs (default 50k x 50k), nearest-neighbour searches use an approximate FAISS IVF index and the measured error is reported."),
+    exact_max_pairs: float = typer.Option(2.5e9, "--exact-max-pairs", callback=_in_range(0.0, None, allow_inf=True), help="Above this many real x generated pairs (default 50k x 50k), nearest-neighbour searches use an approximate FAISS IVF index and the measured error is reported."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding worker processes."),
@@ -196,16 +280,16 @@ def scan(
         out.print(f"report:  {path.parent / 'report.html'}")
     if not gate_result.passed:
         for v in gate_result.violations:
-            err.print(f"[bold red]GATE FAILED[/]: {v.message}")
+            err.print(Text.assemble(("GATE FAILED", "bold red"), f": {v.message}"))
         raise typer.Exit(1)
     if rules:
-        out.print(f"[green]gate passed[/] ({len(rules)} rule(s))")
+        out.print(Text.assemble(("gate passed", "green"), f" ({len(rules)} rule(s))"))
 
 
 def _print_scan_summary(results: dict):
     for n in results.get("notes", []):
         style = "bold yellow" if n.startswith("RANDOM") else "yellow"
-        err.print(f"[{style}]note:[/] {n}", markup=True)
+        err.print(Text.assemble(("note:", style), f" {n}"))
     ins = results["inputs"]
     out.print(f"real: {ins['real']['n_images']} images ({ins['real']['n_failed']} failed) | "
               f"generated: {ins['gen']['n_images']} images ({ins['gen']['n_failed']} failed)")
@@ -327,38 +411,112 @@ except ImportError:  # pragma: no cover - during development only
 
 
 # --------------------------------------------------------------------------- entry point
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (the console script exits with it)."""
-    import click
-
-    cmd = typer.main.get_command(app)
+def _click_exceptions():
+    """The Click exception classes in play: typer >= 0.29 ships its own copy of Click
+    (``typer._click``), older typer uses the ``click`` package; catch both."""
+    mods = []
     try:
-        rv = cmd.main(args=argv, prog_name="collapse-audit", standalone_mode=False)
-        return int(rv) if isinstance(rv, int) else 0
-    except CollapseAuditError as e:
-        err.print(f"collapse-audit: error: {e}", markup=False, soft_wrap=True)
-        return e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return EXIT_USAGE if e.exit_code in (1, 2) else e.exit_code
-    except click.exceptions.Abort:
-        err.print("collapse-audit: aborted")
-        return 130
-    except KeyboardInterrupt:
-        err.print("collapse-audit: interrupted")
-        return 130
-    except Exception as e:  # a bug: one line unless asked for the traceback
-        if os.environ.get("COLLAPSE_AUDIT_DEBUG"):
-            raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        err.print(
-            f"collapse-audit: internal error: {type(e).__name__}: {msg} "
-            "(set COLLAPSE_AUDIT_DEBUG=1 for the traceback and please report it)",
-            markup=False, soft_wrap=True,
-        )
-        return 3
+        from typer._click import exceptions as bundled  # typer >= 0.29
+
+        mods.append(bundled)
+    except ImportError:  # pragma: no cover - older typer
+        pass
+    try:
+        from click import exceptions as standalone
+
+        mods.append(standalone)
+    except ImportError:  # pragma: no cover - click not installed
+        pass
+
+    def grab(name):
+        return tuple(getattr(m, name) for m in mods if hasattr(m, name))
+
+    return grab("ClickException"), grab("UsageError"), grab("NoArgsIsHelpError"), grab("Exit"), grab("Abort")
+
+
+# OS errors that come from the user's environment (full disk, permissions,
+# read-only file system, a file where a folder should be), not from a bug.
+_ENVIRONMENT_ERRNOS = frozenset(
+    getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EACCES", "EPERM", "EROFS", "ENOTDIR", "EISDIR", "EEXIST",
+                                "ENAMETOOLONG", "EMFILE", "ENFILE", "EFBIG", "ENOENT", "EIO") if hasattr(errno, n)
+)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings reach the user as one line; third-party library warnings only with COLLAPSE_AUDIT_DEBUG."""
+    from .errors import CollapseAuditWarning
+
+    if issubclass(category, CollapseAuditWarning):
+        err.print(f"collapse-audit: warning: {_one_line(message)}", style="yellow")
+    elif os.environ.get("COLLAPSE_AUDIT_DEBUG"):
+        err.print(f"{category.__name__} ({filename}:{lineno}): {_one_line(message)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it).
+
+    Every user error ends in one line on stderr and exit 2 (DESIGN.md); only a
+    bug ends in exit 3, with a one-line message and the traceback on request.
+    """
+    import warnings
+
+    click_error, usage_error, no_args_error, click_exit, click_abort = _click_exceptions()
+    cmd = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else list(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        warnings.simplefilter("default")
+        try:
+            rv = cmd.main(args=args, prog_name="collapse-audit", standalone_mode=False)
+            return int(rv) if isinstance(rv, int) else 0
+        except CollapseAuditError as e:
+            err.print(f"collapse-audit: error: {_one_line(e)}")
+            return e.exit_code
+        except no_args_error as e:  # 'collapse-audit' or 'collapse-audit models' alone: the help
+            ctx = getattr(e, "ctx", None)
+            out.print(ctx.get_help() if ctx is not None else str(e))
+            return EXIT_USAGE
+        except click_exit as e:
+            return e.exit_code
+        except usage_error as e:
+            ctx = getattr(e, "ctx", None)
+            where = ctx.command_path if ctx is not None else "collapse-audit"
+            err.print(f"{where}: error: {_one_line(e.format_message())} (see '{where} --help')")
+            return EXIT_USAGE
+        except click_error as e:
+            err.print(f"collapse-audit: error: {_one_line(e.format_message())}")
+            return EXIT_USAGE
+        except click_abort:
+            err.print("collapse-audit: aborted")
+            return 130
+        except KeyboardInterrupt:
+            err.print("collapse-audit: interrupted")
+            return 130
+        except OSError as e:
+            if e.errno not in _ENVIRONMENT_ERRNOS or os.environ.get("COLLAPSE_AUDIT_DEBUG"):
+                if os.environ.get("COLLAPSE_AUDIT_DEBUG"):
+                    raise
+                return _internal_error(e)
+            where = f": {e.filename}" if e.filename else ""
+            err.print(f"collapse-audit: error{where}: {e.strerror or _one_line(e)}; check the path, its permissions and the free space")
+            return EXIT_USAGE
+        except Exception as e:  # a bug: one line unless asked for the traceback
+            if os.environ.get("COLLAPSE_AUDIT_DEBUG"):
+                raise
+            return _internal_error(e)
+
+
+def _internal_error(e: BaseException) -> int:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    err.print(
+        f"collapse-audit: internal error: {type(e).__name__}: {msg} "
+        "(set COLLAPSE_AUDIT_DEBUG=1 for the traceback and please report it)"
+    )
+    return 3
 
 
 def entry() -> None:  # pragma: no cover

@@ -59,7 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Union
 
-from .errors import UsageError
+from .errors import EnvironmentFault, UsageError
+from .outputs import append_text, check_output_file, write_atomic
 
 __all__ = [
     "ALIASES",
@@ -659,11 +660,9 @@ def write_junit(gate_result: GateResult, path: str | os.PathLike[str], *, suite_
         else:
             out = ET.SubElement(case, "system-out")
             out.text = o.message
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p = check_output_file(path, what="the JUnit XML", option="--junit")
     ET.indent(root)
-    ET.ElementTree(root).write(p, encoding="utf-8", xml_declaration=True)
-    return p
+    return write_atomic(p, ET.tostring(root, encoding="utf-8", xml_declaration=True), what="the JUnit XML")
 
 
 def _cell(x: Any) -> str:
@@ -715,11 +714,28 @@ def append_github_summary(
     env: Mapping[str, str] | None = None,
 ) -> Path | None:
     """Append ``github_step_summary`` to the file named by ``GITHUB_STEP_SUMMARY``; None when unset."""
+    target = check_github_summary(env)
+    if target is None:
+        return None
+    return append_text(target, github_step_summary(gate_result, results) + "\n", what="the gate summary",
+                       option="GITHUB_STEP_SUMMARY")
+
+
+def check_github_summary(env: Mapping[str, str] | None = None) -> Path | None:
+    """The file named by ``GITHUB_STEP_SUMMARY`` if it can be appended to; None when unset.
+
+    Called before a scan's work, so a summary path into a missing folder (or a
+    folder itself) is an exit-2 error before anything is embedded.
+    """
     env = os.environ if env is None else env
     target = env.get("GITHUB_STEP_SUMMARY")
     if not target:
         return None
     p = Path(target)
-    with p.open("a", encoding="utf-8") as f:
-        f.write(github_step_summary(gate_result, results) + "\n")
+    if p.is_dir():
+        raise EnvironmentFault(f"GITHUB_STEP_SUMMARY={p}: is a folder; it must name a file")
+    if not p.parent.is_dir():
+        raise EnvironmentFault(f"GITHUB_STEP_SUMMARY={p}: the folder {p.parent} does not exist")
+    if (p.exists() and not os.access(p, os.W_OK)) or (not p.exists() and not os.access(p.parent, os.W_OK)):
+        raise EnvironmentFault(f"GITHUB_STEP_SUMMARY={p}: not writable")
     return p

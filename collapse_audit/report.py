@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .outputs import write_atomic
+
 __all__ = [
     "REPORT_DATA_NAME",
     "REPORT_DATA_VERSION",
@@ -255,6 +257,21 @@ def _root_of(side) -> Path | None:
     return p if p.is_dir() else None
 
 
+def path_under(root: Path, rel: str) -> Path | None:
+    """``root / rel`` when ``rel`` stays inside ``root`` (relative, no ``..`` escape); else ``None``.
+
+    The check is lexical: paths listed in a features file can name neither an
+    absolute file nor one outside the folder the user gave for thumbnails.
+    """
+    rel = str(rel).replace("\\", "/")
+    if not rel or rel.startswith("/") or os.path.isabs(rel) or (len(rel) > 1 and rel[1] == ":"):
+        return None
+    norm = os.path.normpath(rel)
+    if norm == ".." or norm.startswith("../") or norm.startswith(".." + os.sep):
+        return None
+    return root / norm
+
+
 # --------------------------------------------------------------------------- report data
 def _space_id(results: dict, real, gen) -> str | None:
     """The embedder whose features the layout uses: the clusters' space, else CLIP, else the primary."""
@@ -303,6 +320,7 @@ def build_report_data(
         "thumb_size": int(thumb_size),
         "max_thumbs": int(max_thumbs),
         "thumb_notes": [],
+        "run_id": results.get("run_id"),
     }
     clusters = results.get("clusters") or {}
     bins = clusters.get("bins") or []
@@ -313,7 +331,8 @@ def build_report_data(
     roots = {"real": _root_of(real), "gen": _root_of(gen)}
     for name, side in (("real", real), ("gen", gen)):
         if roots[name] is None:
-            why = "given as an embeddings file" if side.kind == "features" else "its folder is not available"
+            why = (f"given as an embeddings file (pass --{name}-images FOLDER to show its images)" if side.kind == "features"
+                   else "its folder is not available")
             data["thumb_notes"].append(f"no thumbnails for the {'generated' if name == 'gen' else 'real'} side: {why}.")
     wanted: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
@@ -411,7 +430,8 @@ def build_report_data(
     thumbs = []
     index: dict[tuple[str, str], int] = {}
     for side, p in wanted[:max_thumbs]:
-        uri = make_thumbnail(roots[side] / p, size=thumb_size, quality=thumb_quality)
+        target = path_under(roots[side], p)
+        uri = None if target is None else make_thumbnail(target, size=thumb_size, quality=thumb_quality)
         if uri is None:
             continue
         index[(side, p)] = len(thumbs)
@@ -456,11 +476,7 @@ def prepare_report_data(
                              max_thumbs=max_thumbs, layout=layout, assignments=assignments)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / REPORT_DATA_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":"), allow_nan=False))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(out / REPORT_DATA_NAME, json.dumps(data, separators=(",", ":"), allow_nan=False), what="report data")
 
 
 def load_report_data(path: str | os.PathLike) -> dict | None:
@@ -640,10 +656,7 @@ def write_html(html: str, out_html: str | os.PathLike) -> Path:
     """Write ``html`` to ``out_html`` atomically (temp file + rename); return the path."""
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return write_atomic(out, html, what="the HTML report")
 
 
 def write_report(results: dict, real, gen, out_dir: str | os.PathLike, *, seed: int = 0,

@@ -10,8 +10,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich import box
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 
 def _results_path(path: Path) -> Path:
@@ -41,9 +41,12 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         res = load_results(rp)
         data = load_report_data(rp.parent)
         if data is None:
-            err.print(f"note: no report_data.json beside {escape(str(rp))}: the report will have no map and no thumbnails")
+            err.print(f"note: no report_data.json beside {rp}: the report will have no map and no thumbnails")
+        elif data.get("run_id") != res.get("run_id"):
+            err.print(f"note: the report_data.json beside {rp} belongs to another run; the report will have no map and no thumbnails")
+            data = None
         path = render_report(res, data, output or rp.parent / "report.html")
-        out.print(f"report: {escape(str(path))}")
+        out.print(f"report: {path}")
 
     @app.command()
     def compare(
@@ -57,8 +60,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         c = compare_results(load_results(old), load_results(new))
         for w in c["warnings"]:
             style = "bold red" if w.startswith("EMBEDDERS DIFFER") else "yellow"
-            err.print(f"[{style}]warning:[/] {escape(w)}", markup=True)
-        t = Table(title=escape(f"{old} -> {new}"), title_justify="left", box=box.SIMPLE_HEAD,
+            err.print(Text.assemble(("warning:", style), f" {w}"))
+        t = Table(title=f"{old} -> {new}", title_justify="left", box=box.SIMPLE_HEAD,
                   caption="\u2193 lower is better, \u2191 higher is better, \u21921 closer to 1 is better", caption_justify="left")
         t.add_column("metric", no_wrap=True)
         t.add_column("old", justify="right", no_wrap=True)
@@ -71,9 +74,9 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             delta = "-" if r["delta"] is None else ("0" if r["delta"] == 0 else f"{r['delta']:+.3g}")
             arrow = {"lower": "\u2193", "higher": "\u2191"}.get(r["better"], "\u21921")
             t.add_row(f"{r['label']} {arrow}", fmt(r["old"]), fmt(r["new"]), delta,
-                      f"[{colours[r['verdict']]}]{r['verdict']}[/]")
+                      Text(r["verdict"], style=colours[r["verdict"]]))
         out.print(t)
         n = c["counts"]
         out.print(f"{n['improved']} improved, {n['regressed']} regressed, {n['unchanged']} unchanged, {n['n/a']} n/a")
         path = render_compare(c, output or Path("compare.html"))
-        out.print(f"comparison: {escape(str(path))}")
+        out.print(f"comparison: {path}")

@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import sys
+import uuid
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,8 @@ class ScanConfig:
     shard_dir: str | None = None
     exact_max_pairs: float = 2.5e9  # above: approximate (IVF) nearest-neighbour search
     analysis: "AnalysisConfig | None" = None
+    real_images: str | None = None  # image folder of an .npz real side (report thumbnails only)
+    gen_images: str | None = None  # image folder of an .npz generated side (report thumbnails only)
 
 
 def is_features_file(path: str | os.PathLike) -> bool:
@@ -107,7 +110,7 @@ def side_from_features(path, name: str) -> Side:
     return Side(
         name=name, source=str(path), kind="features", features={fs.embedder_id: fs.features}, paths=fs.paths,
         shas=fs.shas, labels=fs.labels, failures=list(fs.failures), n_files=fs.n_files or (len(fs.paths) + len(fs.failures)),
-        embedders={fs.embedder_id: desc}, root=fs.root,
+        embedders={fs.embedder_id: desc}, root=None,  # thumbnails only from a root named on the command line
     )
 
 
@@ -118,7 +121,7 @@ def side_from_stats(path, name: str) -> Side:
     desc = dict(sf.meta.get("embedder") or {"id": sf.embedder_id})
     desc.setdefault("id", sf.embedder_id)
     return Side(name=name, source=str(path), kind="stats", features={}, paths=[], n_files=int(sf.meta.get("n_files") or sf.n),
-                embedders={sf.embedder_id: desc}, stats={sf.embedder_id: sf.stats}, root=sf.meta.get("root"))
+                embedders={sf.embedder_id: desc}, stats={sf.embedder_id: sf.stats}, root=None)
 
 
 def side_from_folder(path, name: str, embs: Sequence[Embedder], cfg: ScanConfig, cache, reporter, engine=None) -> Side:
@@ -133,11 +136,29 @@ def side_from_folder(path, name: str, embs: Sequence[Embedder], cfg: ScanConfig,
     )
 
 
-def embedder_names_for(fs_desc: dict) -> tuple[str, str | None]:
-    """Rebuild the command-line name and weights value of an embedder described in a features file."""
-    name = fs_desc.get("name", "")
-    if name.startswith("torchscript:") and fs_desc.get("path"):
-        name = f"torchscript:{fs_desc['path']}"
+# Embedder families a features file may name for the folder on the other side:
+# built-in architectures with built-in (or seeded random) weights only.
+_SAFE_FAMILIES_FROM_FILES = ("inception", "clip")
+
+
+def embedder_names_for(fs_desc: dict, source: str = "the features file") -> tuple[str, str | None]:
+    """Rebuild the command-line name and weights value of an embedder described in a features file.
+
+    A features file is data (exchanged between teams, published with
+    datasets): it may name a built-in embedder (Inception, CLIP by open_clip
+    name) but never code to run. A TorchScript model named in its metadata is
+    refused with what to pass instead (``--embedder torchscript:PATH``, which
+    the user then names on the command line and so trusts).
+    """
+    name = str(fs_desc.get("name", "") or "")
+    family = name.partition(":")[0].strip().lower()
+    if family and family != UNKNOWN_EMBEDDER and family not in _SAFE_FAMILIES_FROM_FILES:
+        where = f" ({fs_desc['path']})" if fs_desc.get("path") else ""
+        raise InputError(
+            f"{source} was embedded with a {family} model{where}; a features file cannot choose code to run, so the "
+            f"folder on the other side is not embedded with it: pass --embedder {family}:PATH naming the model you trust "
+            "(or give both sides as .npz files)"
+        )
     if name == "inception" and fs_desc.get("preprocess_id"):
         name = f"inception:{fs_desc['preprocess_id']}"
     w = fs_desc.get("weights")
@@ -292,6 +313,7 @@ def build_results(real: Side, gen: Side, ids: list[str], per: dict[str, dict], c
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "collapse-audit", "version": __version__, "command": list(cfg.command or sys.argv), **_versions()},
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "run_id": uuid.uuid4().hex,
         "inputs": {"real": real.describe(), "gen": gen.describe()},
         "failures": failures,
         "embedders": emb_desc,
@@ -350,6 +372,11 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
                 sides[name] = side_from_stats(p, name)
             else:
                 sides[name] = side_from_features(p, name)
+                images = cfg.real_images if name == "real" else cfg.gen_images
+                if images:
+                    if not Path(images).is_dir():
+                        raise InputError(f"--{name}-images {images}: no such folder")
+                    sides[name].root = str(images)
     folder_sides = [(n, p) for n, p in (("real", real_path), ("gen", gen_path)) if n not in sides]
     if folder_sides:
         names = list(cfg.embedders or [])
@@ -358,7 +385,7 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
             if sides:  # match the embedder of the features file on the other side
                 other = next(iter(sides.values()))
                 for desc in other.embedders.values():
-                    n, w = embedder_names_for(desc)
+                    n, w = embedder_names_for(desc, other.source)
                     if not n or n == UNKNOWN_EMBEDDER:
                         raise InputError(f"{other.source}: the embedder of these features is unknown, so the folder on the "
                                          "other side cannot be embedded to match; give both sides as .npz files")
@@ -431,7 +458,7 @@ def _embedders_from_descriptions(side: Side, cfg: ScanConfig) -> dict:
     for eid, desc in side.embedders.items():
         if not eid.startswith("clip:"):
             continue
-        name, w = embedder_names_for(desc)
+        name, w = embedder_names_for(desc, side.source)
         e = build_embedders([name], [w] if w else cfg.weights, seed=desc.get("seed") or cfg.seed,
                             cache_dir=cfg.cache_dir, offline=cfg.offline)[0]
         if e.id == eid:

@@ -204,8 +204,12 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     """Load a state dict safely (``torch.load(..., weights_only=True)``)."""
     import torch
 
+    import warnings
+
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns (several lines) before refusing an unsafe pickle
+            warnings.simplefilter("ignore")
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"{path}: no such weights file") from None
     except Exception as e:  # pickle errors, zip errors, unsafe globals
@@ -216,3 +220,23 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     if not isinstance(sd, dict):
         raise WeightsError(f"{path}: expected a state dict (a mapping of tensor names), got {type(sd).__name__}")
     return sd
+
+
+def host_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``url``'s host (port 443/80) opens within ``timeout`` seconds.
+
+    Used before a download that a library would otherwise retry for a minute
+    on a machine with no network: offline is detected at once.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(url if "://" in url else f"https://{url}")
+    if not u.hostname:
+        return False
+    port = u.port or (80 if u.scheme == "http" else 443)
+    try:
+        with socket.create_connection((u.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
