@@ -217,6 +217,8 @@ def scan(
     alpha: float = typer.Option(0.05, "--alpha", callback=_in_range(0.0, 1.0, lo_open=True, hi_open=True), help="False discovery rate for the dropout tests (Benjamini-Hochberg)."),
     no_analysis: bool = typer.Option(False, "--no-analysis", help="Metrics only: skip clusters, classes, subgroups and duplicates."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html (results.json only)."),
+    real_images: Optional[Path] = typer.Option(None, "--real-images", help="Image folder of an .npz --real side, for the report's thumbnails (paths in the file are relative to it; a features file never chooses which files are read)."),
+    gen_images: Optional[Path] = typer.Option(None, "--gen-images", help="Image folder of an .npz generated side, for the report's thumbnails."),
     exact_max_pairs: float = typer.Option(2.5e9, "--exact-max-pairs", callback=_in_range(0.0, None, allow_inf=True), help="Above this many real x generated pairs (default 50k x 50k), nearest-neighbour searches use an approximate FAISS IVF index and the measured error is reported."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
@@ -271,6 +273,7 @@ def scan(
         command=["collapse-audit", *sys.argv[1:]] if sys.argv and "collapse" in sys.argv[0] else None,
         classifier=classifier, analysis=acfg, engine=engine, ray_address=ray_address, exact_max_pairs=exact_max_pairs,
         shard_dir=str(shard_dir) if shard_dir else None,
+        real_images=str(real_images) if real_images else None, gen_images=str(gen_images) if gen_images else None,
     )
     results, gate_result, path = scan_and_write(gen, real, cfg, rules, out_dir, junit, report=not no_report)
     _print_scan_summary(results)
