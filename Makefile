@@ -4,18 +4,39 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PIP_FLAGS ?= --disable-pip-version-check -q
-export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+# torch/torchvision are pinned everywhere (the machine's mirror holds these wheels;
+# an unpinned torch would pull gigabytes). Everything else comes from the lock.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+LOCK := requirements.lock
 
-.PHONY: install test test-slow demo bench bench-quick bench-million lint clean browser
+.PHONY: install lock test test-slow demo bench bench-quick bench-million lint clean browser
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt Makefile
+# Exact versions from $(LOCK) (the ones the tests passed with), then the package
+# itself without resolving anything: a fresh install today and in a month is the same.
+$(VENV)/.installed: pyproject.toml $(LOCK) constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install $(PIP_FLAGS) --upgrade pip setuptools wheel
-	$(PIP) install $(PIP_FLAGS) torch==2.14.1 torchvision==0.29.1
-	$(PIP) install $(PIP_FLAGS) -e '.[dev,ray]'
+	$(PIP) install $(PIP_FLAGS) --upgrade 'pip>=24' setuptools wheel
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) install $(PIP_FLAGS) $(TORCH_PINS)
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) install $(PIP_FLAGS) -r $(LOCK)
+	$(PIP) install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
+	$(PIP) check
 	touch $@
+
+# Re-resolve the version ranges of pyproject.toml on purpose (newest releases, torch
+# pinned), in a scratch venv, and rewrite $(LOCK); then run 'make test' and commit both.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install $(PIP_FLAGS) --upgrade 'pip>=24' setuptools wheel
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt .lock-venv/bin/python -m pip install $(PIP_FLAGS) $(TORCH_PINS)
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt .lock-venv/bin/python -m pip install $(PIP_FLAGS) '.[dev,ray]'
+	{ echo "# Exact versions the test suite passed with (Python 3.11, Linux x86-64). 'make install' installs these;"; \
+	  echo "# 'make lock' re-resolves the ranges in pyproject.toml on purpose and rewrites this file (then run 'make test')."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable --disable-pip-version-check | grep -v '^collapse-audit'; } > $(LOCK)
+	rm -rf .lock-venv
+	rm -f $(VENV)/.installed
 
 # Headless Chromium for the report's browser tests (Debian package).
 browser:
@@ -51,4 +72,4 @@ lint: install
 	$(VENV)/bin/ruff check collapse_audit tests benchmarks scripts
 
 clean:
-	rm -rf $(VENV) collapse-audit-out demo build *.egg-info
+	rm -rf $(VENV) .lock-venv collapse-audit-out demo build *.egg-info
