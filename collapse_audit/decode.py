@@ -28,15 +28,25 @@ turning whatever a folder holds into the pixels a viewer would show:
   palette images are expanded to RGB. ICC profiles are not applied (the
   stored values are used, as pytorch-fid and clean-fid do).
 - Animated GIF/PNG/WebP and multi-page TIFF: the first frame/page only.
+- Netpbm (PBM, PGM, PPM: ``P1``..``P6``, plain and binary, any ``maxval``)
+  is decoded by Pillow's rules: samples scaled with
+  ``round(v / maxval * 255)``, except 16-bit PGM (``maxval`` > 255, mode
+  ``I``), which Pillow scales to 0..65535 and which then gets the 16-bit
+  rule above (``maxval`` 65535: ``round(v / 257)``). Pillow decodes binary
+  files whose ``maxval`` is not 255 in pure Python (~4 s per megapixel), so
+  those rasters are read here with numpy instead, giving the same values.
 
 A file that cannot be decoded raises :class:`DecodeFailure` with a short
 ``reason``; nothing else escapes for a bad file, so a scan records the
 failure and carries on. Covered: missing, unreadable and non-regular files
 (folders named like images, FIFOs), zero-byte files, files that are not
 images, truncated data (never silently accepted), corrupt data, zero-size
-images, and images larger than ``max_pixels``. The pixel count is checked
+images, images larger than ``max_pixels`` and images whose aspect ratio
+(long side / short side) exceeds ``max_aspect_ratio``. Both are checked
 from the header before any pixel is decoded, so a decompression bomb costs
-a header read, not gigabytes.
+a header read, not gigabytes, and so does a 1 x 20000 sliver, whose CLIP
+preprocessing (short side resized to 224, then a centre crop) would
+otherwise build a 224 x 4,480,000 image (4 GB) from a 166-byte file.
 
 Pillow global state. ``load_rgb`` does not change ``Image.MAX_IMAGE_PIXELS``;
 Pillow's own bomb guard still applies on top of ``max_pixels`` (it refuses
@@ -62,6 +72,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import struct
 import threading
@@ -73,6 +84,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "DEFAULT_MAX_ASPECT_RATIO",
     "DEFAULT_MAX_PIXELS",
     "SUPPORTED_FORMATS",
     "DecodeFailure",
@@ -87,10 +99,26 @@ __all__ = [
 #: more than ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (~179 M) whatever this says.
 DEFAULT_MAX_PIXELS: int = 100_000_000
 
+#: Largest aspect ratio (long side / short side) accepted by default: 1:50.
+#: Embedders that resize the *short* side (open_clip's CLIP transform: short
+#: side to 224, then a 224 x 224 centre crop) do work and allocate memory in
+#: proportion to it: a 1 x 20000 PNG of 166 bytes becomes a 224 x 4,480,000
+#: image (4 GB) before the crop. At 1:50 the worst case is 224 x 11,200
+#: (2.5 M pixels, ~10 MB; 40 MB for a 448-pixel CLIP), like one ordinary
+#: photo. Real pictures stay far below it (phone panoramas ~1:4 to 1:10,
+#: banners 1:8, generator outputs 1:1 to 1:4); beyond 1:50 a centre crop
+#: keeps under 2% of the picture, so its features would say little anyway.
+DEFAULT_MAX_ASPECT_RATIO: float = 50.0
+
 #: Pillow format ids ``load_rgb`` will try, identified by content (MPO, the
 #: multi-picture JPEG of some cameras, is opened by Pillow's JPEG reader).
 #: Those this Pillow build lacks (WEBP without libwebp) are left out.
-SUPPORTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+#: "PPM" (Pillow's reader of PBM, PGM and PPM) is tried only when the file
+#: starts with a Netpbm magic number ``P1``..``P6`` and a whitespace byte:
+#: Pillow's own test (``P`` and one of ``0123456fy``) would claim any text
+#: file that starts "Python", "Pfizer" or "P0..." and its private ``Py``
+#: variants, reporting them as corrupt images rather than as non-images.
+SUPPORTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 _available_formats: tuple[str, ...] | None = None
 
 _WHITE = (255, 255, 255)
@@ -102,7 +130,8 @@ class DecodeFailure(Exception):
     ``reason`` is a short, one-line, human-readable explanation such as
     ``"zero-byte file"``, ``"truncated image data"``,
     ``"not an image (unrecognised format)"``,
-    ``"image too large (20000 x 20000 = 400000000 pixels > limit 100000000)"``
+    ``"image too large (20000 x 20000 = 400000000 pixels > limit 100000000)"``,
+    ``"extreme aspect ratio 1:20000 (1 x 20000 pixels, limit 1:50)"``
     or ``"corrupt image data: <Pillow's message>"``; ``path`` is the file,
     when known. It goes into ``results.json`` as ``failures[].reason``.
     """
@@ -119,7 +148,12 @@ class DecodeFailure(Exception):
         return self.reason if self.path is None else f"{self.path}: {self.reason}"
 
 
-def load_rgb(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_rgb(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+) -> Image.Image:
     """Decode ``path`` into a fully loaded 8-bit ``RGB`` :class:`PIL.Image.Image`.
 
     See the module docstring for the conversions applied (EXIF orientation,
@@ -132,6 +166,10 @@ def load_rgb(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
     max_pixels:
         Refuse images with more than this many pixels (width x height),
         checked from the header before decoding.
+    max_aspect_ratio:
+        Refuse images whose long side is more than this many times their
+        short side, checked from the header before decoding (``math.inf``
+        turns the check off).
 
     Returns
     -------
@@ -150,7 +188,7 @@ def load_rgb(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
             # transparency, APNG...) are about data we either check ourselves
             # or can ignore; none of them may leak to the caller.
             warnings.simplefilter("ignore")
-            return _load_rgb(path, max_pixels)
+            return _load_rgb(path, max_pixels, max_aspect_ratio)
     except DecodeFailure as exc:
         if exc.path is None:
             exc.path = os.fspath(path)
@@ -172,7 +210,7 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 # internals
 
 
-def _load_rgb(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
+def _load_rgb(path: str | os.PathLike[str], max_pixels: int, max_aspect_ratio: float) -> Image.Image:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -192,8 +230,12 @@ def _load_rgb(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
     except PermissionError:
         raise DecodeFailure("unreadable file: permission denied") from None
     with fp:
+        formats = _formats()
+        if "PPM" in formats and not _NETPBM_MAGIC.match(fp.read(3)):
+            formats = tuple(f for f in formats if f != "PPM")
+        fp.seek(0)
         try:
-            im = Image.open(fp, formats=_formats())
+            im = Image.open(fp, formats=formats)
         except UnidentifiedImageError:
             raise DecodeFailure("not an image (unrecognised format)") from None
         with im:
@@ -205,6 +247,16 @@ def _load_rgb(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
                     f"image too large ({width} x {height} = {width * height} pixels"
                     f" > limit {max_pixels})"
                 )
+            long_side, short_side = max(width, height), min(width, height)
+            if long_side > max_aspect_ratio * short_side:
+                raise DecodeFailure(
+                    f"extreme aspect ratio 1:{_ratio(long_side / short_side)}"
+                    f" ({width} x {height} pixels, limit 1:{_ratio(max_aspect_ratio)})"
+                )
+            if im.format == "PPM":
+                raster = _netpbm_raster(im, fp)
+                if raster is not None:
+                    return _array_to_rgb(raster)
             im.load()  # decode now: truncation and corrupt data surface here
             try:
                 upright = ImageOps.exif_transpose(im)
@@ -223,6 +275,58 @@ def _formats() -> tuple[str, ...]:
         Image.init()
         _available_formats = tuple(f for f in SUPPORTED_FORMATS if f in Image.OPEN)
     return _available_formats
+
+
+_NETPBM_MAGIC = re.compile(rb"P[1-6][ \t\n\v\f\r]")
+_NETPBM_CHUNK = 1 << 22  # samples converted at a time (bounds the temporaries)
+
+
+def _netpbm_raster(im: Image.Image, fp) -> np.ndarray | None:
+    """Pixels of a binary PGM/PPM that Pillow would decode in pure Python, as uint8.
+
+    Pillow's ``"ppm"`` decoder (binary data with a ``maxval`` other than 255,
+    except 16-bit PGM at 65535) loops in Python per sample, ~4 s per
+    megapixel of RGB. This computes the same numbers with numpy: each sample
+    (1 byte, or 2 bytes big-endian when ``maxval`` > 255) becomes
+    ``min(out_max, round(v / maxval * out_max))`` in float64 with ties to
+    even, exactly Pillow's formula, with ``out_max`` 255, or 65535 for grey
+    images with ``maxval`` > 255 (Pillow's mode ``I``), which then get the
+    16-bit rule ``round(v / 257)`` like every 16-bit image. ``None`` for files
+    Pillow decodes fast itself (raw 8-bit, 16-bit PGM, PBM, plain text).
+    """
+    if len(im.tile) != 1 or im.tile[0][0] != "ppm" or im.mode not in ("L", "I", "RGB"):
+        return None
+    offset, args = im.tile[0][2], im.tile[0][3]
+    maxval = int(args[-1])
+    bands = 3 if im.mode == "RGB" else 1
+    out_max = 65535 if im.mode == "I" else 255
+    sample = np.dtype(">u2") if maxval > 255 else np.dtype(np.uint8)
+    width, height = im.size
+    total = width * height * bands
+    out = np.empty(total, dtype=np.uint8)
+    fp.seek(offset)
+    for start in range(0, total, _NETPBM_CHUNK):
+        n = min(_NETPBM_CHUNK, total - start)
+        data = fp.read(n * sample.itemsize)
+        if len(data) < n * sample.itemsize:
+            raise DecodeFailure("truncated image data")
+        v = np.frombuffer(data, dtype=sample).astype(np.float64)
+        v = np.minimum(np.rint(v / maxval * out_max), out_max)
+        if out_max == 255:
+            out[start : start + n] = v
+        else:
+            out[start : start + n] = _scale_16bit(v, "I")
+    return out.reshape((height, width, bands) if bands == 3 else (height, width))
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _array_to_rgb(pixels: np.ndarray) -> Image.Image:
+    if pixels.ndim == 2:
+        return _grey_array_to_rgb(pixels)
+    return Image.fromarray(np.ascontiguousarray(pixels), mode="RGB")
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -293,7 +397,12 @@ def _reason_for(exc: BaseException, max_pixels: int) -> str:
     if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
         return f"unreadable file: {exc.strerror.lower()}"  # from the OS, not Pillow
     message = _one_line(str(exc)) or type(exc).__name__
-    if isinstance(exc, (EOFError, struct.error)) or "truncated" in message.lower():
+    # "not enough image data": Pillow's Python decoders (plain PBM/PGM/PPM) stopping at EOF
+    if (
+        isinstance(exc, (EOFError, struct.error))
+        or "truncated" in message.lower()
+        or "not enough image data" in message.lower()
+    ):
         return "truncated image data"
     return f"corrupt image data: {message}"
 

@@ -8,6 +8,13 @@ an interrupted run resumes where it stopped.
 
 The result lists, in discovery order, the files that were embedded and those
 that failed with their reason; one bad file never stops the run.
+
+Failures are cached per cause (see :mod:`collapse_audit.cache`): a decode
+failure under the decoder id, shared by all embedders; a preprocessing
+failure under (decoder id, embedder id), so that a file one embedder's
+preprocessing rejects is still embedded by another embedder. A file is
+reported failed when any embedder of the run fails on it, with the reason of
+the first such embedder in the run's order, as a run without the cache would.
 """
 from __future__ import annotations
 
@@ -19,13 +26,13 @@ from typing import Sequence
 import numpy as np
 
 from . import decode as D
-from .cache import FeatureCache
-from .discover import discover_images
+from .cache import PREPROCESS_FAILURE_PREFIX, FeatureCache, preprocess_failure_key
+from .discover import discover
 from .embedders import Embedder
 from .errors import InputError
 from .progress import ProgressReporter
 
-DECODER_ID = "pillow-rgb-v1"
+DECODER_ID = "pillow-rgb-v2"  # v2: Netpbm decoded, extreme aspect ratios refused (v1 failures are retried)
 
 
 @dataclass
@@ -94,7 +101,7 @@ def decode_and_preprocess(path: str, needs: Sequence[str], preprocess: dict, max
         try:
             out[eid] = preprocess[eid](img)
         except Exception as e:  # a preprocessing bug must not lose the run
-            return {}, f"preprocessing failed for {eid}: {_one_line(e)}"
+            return {}, f"{PREPROCESS_FAILURE_PREFIX}{eid}: {_one_line(e)}"
     return out, None
 
 
@@ -136,8 +143,13 @@ def embed_files(
     progress: ProgressReporter | None = None,
     amp: bool = False,
     max_pixels: int | None = None,
+    rehash: bool | None = None,
 ) -> EmbedResult:
-    """Embed ``rel_paths`` under ``root`` with every embedder; see module docstring."""
+    """Embed ``rel_paths`` under ``root`` with every embedder; see module docstring.
+
+    ``rehash=True`` hashes every file again instead of trusting the cache's
+    stat shortcut (``None``: the cache's setting, then ``$COLLAPSE_AUDIT_REHASH``).
+    """
 
     def compute(files, todo_idx, todo_needs, max_pixels, stats):
         import torch
@@ -170,7 +182,18 @@ def embed_files(
         finally:
             torch.set_num_threads(threads)
 
-    return embed_cached(root, rel_paths, embedders, compute, cache=cache, progress=progress, max_pixels=max_pixels)
+    return embed_cached(root, rel_paths, embedders, compute, cache=cache, progress=progress, max_pixels=max_pixels,
+                        rehash=rehash)
+
+
+def _failure_key(reason: str, decoder_id: str, embedder_ids: Sequence[str]) -> str:
+    """Cache key of a failure reason: the failing embedder's preprocessing key, else the decoder's."""
+    if reason.startswith(PREPROCESS_FAILURE_PREFIX):
+        rest = reason[len(PREPROCESS_FAILURE_PREFIX):]
+        match = [eid for eid in embedder_ids if rest.startswith(f"{eid}:")]
+        if match:
+            return preprocess_failure_key(decoder_id, max(match, key=len))
+    return decoder_id
 
 
 def embed_cached(
@@ -182,6 +205,7 @@ def embed_cached(
     cache: FeatureCache | None = None,
     progress: ProgressReporter | None = None,
     max_pixels: int | None = None,
+    rehash: bool | None = None,
 ) -> EmbedResult:
     """The engine-independent part of embedding: hash, cache look-up, assembly, cache writes.
 
@@ -189,7 +213,7 @@ def embed_cached(
     when some file misses the cache; it yields ``({embedder id: (indices,
     features B x D)}, [(index, failure reason)])`` in any order and may add
     engine figures to ``stats``. Features are written to the cache here, in
-    the calling process, as they arrive.
+    the calling process, as they arrive. ``rehash``: see :func:`embed_files`.
     """
     t0 = time.perf_counter()
     progress = progress or ProgressReporter()
@@ -201,21 +225,25 @@ def embed_cached(
     decoder_id = f"{DECODER_ID}:max{max_pixels}"
     engine_stats: dict = {}
     try:
-        shas = cache.hash_files(files, workers=max(2, default_workers()))
+        shas = cache.hash_files(files, workers=max(2, default_workers()), rehash=rehash)
         n = len(files)
         failures: dict[int, str] = {}
         for i, s in enumerate(shas):
             if s is None:
                 failures[i] = "unreadable file (permission denied or vanished)"
+        # Decode failures are shared by every embedder; older versions also stored
+        # preprocessing failures under the decoder id: those are not decode failures.
         known_fail = cache.get_failures(decoder_id, shas)
         for i, s in enumerate(shas):
-            if s in known_fail and i not in failures:
+            if s in known_fail and i not in failures and not known_fail[s].startswith(PREPROCESS_FAILURE_PREFIX):
                 failures[i] = known_fail[s]
+        live = [s for i, s in enumerate(shas) if i not in failures]
+        known_pre = {e.id: cache.get_failures(preprocess_failure_key(decoder_id, e.id), live) for e in embedders}
 
         feats = {e.id: np.zeros((n, e.dim), dtype=np.float32) if e.dim else None for e in embedders}
         have = {e.id: np.zeros(n, dtype=bool) for e in embedders}
         for e in embedders:
-            hits = cache.get_features(e.id, [s for i, s in enumerate(shas) if i not in failures])
+            hits = cache.get_features(e.id, live, dim=e.dim or None)
             if hits and feats[e.id] is None:
                 feats[e.id] = np.zeros((n, len(next(iter(hits.values())))), dtype=np.float32)
             for i, s in enumerate(shas):
@@ -223,23 +251,38 @@ def embed_cached(
                     feats[e.id][i] = hits[s]
                     have[e.id][i] = True
 
+        # Per file, in embedder order: cached features are skipped; the first cached
+        # preprocessing failure ends the walk (the file fails with that reason unless an
+        # embedder before it, still to be computed, fails first, as without the cache).
         todo_idx, todo_needs = [], []
+        pending: dict[int, str] = {}
         for i in range(n):
             if i in failures:
                 continue
-            need = tuple(e.id for e in embedders if not have[e.id][i])
+            need = []
+            for e in embedders:
+                if have[e.id][i]:
+                    continue
+                reason = known_pre[e.id].get(shas[i])
+                if reason is not None:
+                    pending[i] = reason
+                    break
+                need.append(e.id)
             if need:
                 todo_idx.append(i)
-                todo_needs.append(need)
-        n_cached = n - len(failures) - len(todo_idx)
+                todo_needs.append(tuple(need))
+            elif i in pending:
+                failures[i] = pending.pop(i)
+        todo_set = set(todo_idx)
         by_id = {e.id: e for e in embedders}
-        new_fail: list[tuple[str, str]] = []
+        ids = list(by_id)
+        new_fail: dict[str, list[tuple[str, str]]] = {}
         if todo_idx:
             with progress.task("embedding", total=len(todo_idx)) as advance:
                 for batches, fails in compute(files, todo_idx, todo_needs, max_pixels, engine_stats):
                     for idx, reason in fails:
                         failures[idx] = reason
-                        new_fail.append((shas[idx], reason))
+                        new_fail.setdefault(_failure_key(reason, decoder_id, ids), []).append((shas[idx], reason))
                     done = len(fails)
                     for eid, (idxs, y) in batches.items():
                         e = by_id[eid]
@@ -251,7 +294,10 @@ def embed_cached(
                         cache.put_features(eid, [shas[i] for i in idxs], y)
                     done += len({i for idxs, _ in batches.values() for i in idxs})
                     advance(done)
-            cache.put_failures(decoder_id, new_fail)
+            for key, items in new_fail.items():
+                cache.put_failures(key, items)
+        for i, reason in pending.items():
+            failures.setdefault(i, reason)
 
         ok = [i for i in range(n) if i not in failures]
         result_feats = {}
@@ -272,8 +318,8 @@ def embed_cached(
                 "n_files": n,
                 "n_embedded": len(ok),
                 "n_failed": len(failures),
-                "n_from_cache": n_cached,
-                "n_computed": len(todo_idx) - len(new_fail),
+                "n_from_cache": sum(1 for i in ok if i not in todo_set),
+                "n_computed": sum(1 for i in ok if i in todo_set),
                 "model_calls": {e.id: e.model_calls for e in embedders},
                 "seconds": round(time.perf_counter() - t0, 3),
                 **engine_stats,
@@ -284,13 +330,37 @@ def embed_cached(
             cache.close()
 
 
-def embed_folder(root: str | os.PathLike, embedders: Sequence[Embedder], *, engine=None, **kw) -> EmbedResult:
+def embed_folder(root: str | os.PathLike, embedders: Sequence[Embedder], *, engine=None,
+                 rehash: bool | None = None, **kw) -> EmbedResult:
     """Discover the images under ``root`` (recursively) and embed them.
 
     ``engine`` is a callable with :func:`embed_files`' signature (default: the
     local engine; :func:`collapse_audit.engine_ray.select_engine` gives Ray's).
+    ``rehash=True`` hashes every file again instead of trusting the cache's
+    stat shortcut (any engine; ``None``: the cache's setting, then
+    ``$COLLAPSE_AUDIT_REHASH``).
     """
-    rel = discover_images(root)
+    found = discover(root)
+    rel = found.files
     if not rel:
-        raise InputError(f"{root}: no image files found (looked for .jpg .jpeg .png .webp .bmp .gif .tif .tiff, recursively)")
-    return (engine or embed_files)(root, rel, embedders, **kw)
+        raise InputError(found.empty_message(root))
+    if found.skipped_folders:
+        import warnings
+
+        from .errors import CollapseAuditWarning
+
+        warnings.warn(f"{root}: {len(found.skipped_folders)} sub-folder(s) could not be opened and were skipped "
+                      f"(first: {found.skipped_folders[0]})", CollapseAuditWarning, stacklevel=2)
+    fn = engine or embed_files
+    if rehash is None:
+        return found.merge_into(fn(root, rel, embedders, **kw))
+    if fn is embed_files:
+        return found.merge_into(fn(root, rel, embedders, rehash=rehash, **kw))
+    cache = kw.get("cache")
+    if cache is None:  # no persistent cache: every file is hashed anyway
+        return found.merge_into(fn(root, rel, embedders, **kw))
+    saved, cache.rehash = cache.rehash, rehash  # engines without the keyword hash through this cache
+    try:
+        return found.merge_into(fn(root, rel, embedders, **kw))
+    finally:
+        cache.rehash = saved

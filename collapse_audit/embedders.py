@@ -291,21 +291,52 @@ class _ClipPreprocess:
                 raise UsageError(f"unknown open_clip architecture '{self.arch}'")
             size = cfg.get("vision_cfg", {}).get("image_size", 224)
             pp = {**cfg.get("preprocess_cfg", {}), **_clip_pretrained_cfg(self.arch, self.pretrained)}
+            resize_mode = pp.get("resize_mode") or "shortest"
             self._tf = open_clip.image_transform(
                 size,
                 is_train=False,
                 mean=pp.get("mean") or OPENAI_DATASET_MEAN,
                 std=pp.get("std") or OPENAI_DATASET_STD,
                 interpolation=pp.get("interpolation") or "bicubic",
-                resize_mode=pp.get("resize_mode") or "shortest",
+                resize_mode=resize_mode,
             )
+            # "shortest" resizes the short side to `size` before the centre crop, so
+            # its work grows with the aspect ratio; "longest" and "squash" are bounded
+            self._short_side_resize = resize_mode == "shortest"
         return self._tf
 
     def __getstate__(self):
         return {"arch": self.arch, "pretrained": self.pretrained, "_tf": None}
 
     def __call__(self, img):
-        return self._transform()(img)
+        tf = self._transform()
+        if getattr(self, "_short_side_resize", False):
+            _check_short_side_resize(img)
+        return tf(img)
+
+
+def _check_short_side_resize(img) -> None:
+    """Refuse, before resizing, an image whose short-side resize would be huge.
+
+    Resizing the short side of a 1 x 20000 image to 224 builds a 224 x 4,480,000
+    image (4 GB) only to crop its centre 224 x 224. :func:`collapse_audit.decode.load_rgb`
+    already refuses such files; this guards images handed to ``preprocess``
+    directly (same limit, :data:`collapse_audit.decode.DEFAULT_MAX_ASPECT_RATIO`).
+    Cropping the source first is not bit-identical to open_clip's resize-then-crop
+    (PIL's resampling of a box differs by one level on most images), so refuse.
+    """
+    from .decode import DEFAULT_MAX_ASPECT_RATIO
+
+    size = getattr(img, "size", None)  # PIL (width, height); tensors are left to open_clip
+    if not isinstance(size, tuple) or len(size) != 2:
+        return
+    w, h = size
+    long_side, short_side = max(w, h), min(w, h)
+    if short_side <= 0 or long_side > DEFAULT_MAX_ASPECT_RATIO * short_side:
+        ratio = f"{long_side / short_side:.2f}".rstrip("0").rstrip(".") if short_side > 0 else "inf"
+        raise ValueError(
+            f"extreme aspect ratio 1:{ratio} ({w} x {h} pixels, limit 1:{DEFAULT_MAX_ASPECT_RATIO:g})"
+        )
 
 
 def _wrap_clip(model):
@@ -376,12 +407,39 @@ class ClipEmbedder(Embedder):
             return _wrap_clip(model)
         if not self.allow_download or os.environ.get("COLLAPSE_AUDIT_OFFLINE") == "1":
             raise WeightsError(clip_missing_message(self.arch, self.pretrained, self.cache, "offline"))
+        oc_dir = W.cache_dir(self.cache) / "open_clip"
+        pcfg = _clip_pretrained_cfg(self.arch, self.pretrained)
+        if not _clip_in_open_clip_cache(pcfg, oc_dir):
+            # open_clip (through huggingface_hub) would retry for about a minute without a network: fail at once.
+            from urllib.parse import urlparse
+
+            hosts = (["https://huggingface.co"] if pcfg.get("hf_hub") else []) + ([pcfg["url"]] if pcfg.get("url") else [])
+            if hosts and not any(W.host_reachable(h) for h in hosts):
+                raise WeightsError(clip_missing_message(self.arch, self.pretrained, self.cache,
+                                                        "no network connection to " + ", ".join(sorted({urlparse(h).hostname or h for h in hosts}))))
         try:
-            model = self._create(pretrained=self.pretrained, cache_dir=str(W.cache_dir(self.cache) / "open_clip"))
+            model = self._create(pretrained=self.pretrained, cache_dir=str(oc_dir))
         except Exception as e:  # network errors come in many types (urllib, requests, huggingface_hub)
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WeightsError(clip_missing_message(self.arch, self.pretrained, self.cache, f"download failed: {msg}")) from None
         return _wrap_clip(model)
+
+
+def _clip_in_open_clip_cache(pcfg: dict, oc_dir) -> bool:
+    """Whether open_clip already downloaded these weights into ``oc_dir`` (Hugging Face cache layout or a URL file)."""
+    from pathlib import Path
+
+    d = Path(oc_dir)
+    if not d.is_dir():
+        return False
+    hub = (pcfg.get("hf_hub") or "").strip("/")
+    if hub:
+        repo = hub.split("/")[0] + "--" + hub.split("/")[1] if hub.count("/") >= 1 else hub
+        snap = d / f"models--{repo}" / "snapshots"
+        if snap.is_dir() and any(f.is_file() for f in snap.rglob("*") if f.suffix in (".bin", ".safetensors", ".pt", ".pth")):
+            return True
+    url = pcfg.get("url") or ""
+    return bool(url) and (d / os.path.basename(url)).is_file()
 
 
 def clip_encode_text(emb: "ClipEmbedder", prompts: Sequence[str], batch_size: int = 256) -> np.ndarray:

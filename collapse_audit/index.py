@@ -40,6 +40,14 @@ __all__ = [
 
 DEFAULT_BLOCK = 4096
 _U32 = 2.0**-24  # unit round-off of float32
+#: Smallest float64 that rounds to float32 infinity: the midpoint between
+#: float32's largest finite value (2**128 - 2**104) and 2**128, which a tie
+#: sends to the even neighbour, 2**128, i.e. inf.
+_F32_OVERFLOW = 2.0**128 - 2.0**103
+#: Most ulp steps any loop of :func:`_strict_thresholds` may take; every
+#: float32 radius and 80 M random float64 ones need at most 1 (see there),
+#: so reaching this is a bug, reported as such rather than looping on.
+_MAX_ULP_STEPS = 16
 
 
 # --------------------------------------------------------------------------- helpers
@@ -61,7 +69,49 @@ def _as_features(x: np.ndarray, name: str) -> np.ndarray:
     x = np.ascontiguousarray(x)
     if not np.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
+    _check_magnitude(x, name, x.dtype)
     return x
+
+
+def _check_magnitude(x: np.ndarray, name: str, dtype, why: str = "") -> None:
+    """Refuse features whose squared distances can overflow ``dtype`` (or are not finite).
+
+    Every squared distance between rows of sets whose row norms are at most
+    ``M`` is at most ``4 M^2``, and so is each term of the expansion
+    ``||a||^2 + ||b||^2 - 2 a.b`` that sklearn (float64, then cast to
+    ``dtype``) and FAISS (float32) evaluate; with a margin for rounding
+    (Higham's gamma for ``D`` terms in float32) ``4 M^2`` must stay below
+    ``dtype``'s largest value. Checking each set against that bound covers
+    the cross distances between two checked sets too (``(M_a + M_b)^2 <=
+    4 max(M_a, M_b)^2``). Beyond it distances become ``inf`` (or FAISS's
+    ``inf - inf = nan``) and counts and radii are meaningless, so this raises
+    ``ValueError`` instead. Features of an ordinary embedder (norms ~1 to
+    ~100) pass on the first, allocation-free test of the largest value.
+    """
+    if x.size == 0:
+        return
+    dtype = np.dtype(dtype)
+    lo, hi = float(x.min()), float(x.max())  # no N x D temporaries
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    amax = max(-lo, hi)
+    d = x.shape[1] if x.ndim == 2 else 1
+    gamma = (d + 4) * _U32 / (1 - (d + 4) * _U32) if (d + 4) * _U32 < 0.5 else 1.0
+    limit = float(np.finfo(dtype).max) / (4.0 * (1.0 + 2.0 * gamma))  # bound on M^2
+    with np.errstate(over="ignore"):
+        if d * amax * amax <= limit:  # M^2 <= d * max|x|^2
+            return
+        m2 = 0.0
+        rows = x.reshape(x.shape[0], -1)
+        for s in range(0, rows.shape[0], DEFAULT_BLOCK):
+            m2 = max(m2, float(_sq_norms(rows[s : s + DEFAULT_BLOCK].astype(np.float64)).max()))
+    if m2 <= limit:
+        return
+    raise ValueError(
+        f"{name} features have values up to {amax:.1e} whose squared distances can overflow"
+        f" {dtype.name}; rescale the features (row norms up to {np.sqrt(m2):.1e}: squared"
+        f" distances must stay below {np.finfo(dtype).max:.1e}{why})"
+    )
 
 
 @contextlib.contextmanager
@@ -100,6 +150,34 @@ def _strict_thresholds(radii: np.ndarray, dtype: np.dtype) -> np.ndarray:
     answer of prdc's ``distance < radius`` on sklearn's distances.  Both maps
     (cast to ``dtype`` with round-to-nearest, then sqrt) are monotone, so the
     set ``{s : predicate}`` is a down-set and has such a threshold.
+
+    Every input gives an answer in a bounded number of steps:
+
+    * ``r <= 0`` or NaN: the predicate never holds, ``t = -inf``.
+    * ``r`` so large (``+inf`` included) that no finite ``q`` in ``dtype`` has
+      ``sqrt(q) >= r``: the predicate holds exactly when ``dtype(s)`` is
+      finite, so ``t = inf`` for float64 and, for float32, the smallest
+      float64 that rounds to float32 infinity, ``2**128 - 2**103``.  (Before
+      this case was handled, float32 radii from about 1.8e19 up, whose
+      squares overflow float32, made the last loop step down from float64's
+      largest value one ulp at a time: for ever.)
+    * otherwise: ``q``, the smallest ``dtype`` value with ``sqrt(q) >= r``, is
+      found by ulp steps from ``dtype(r**2)`` (``r**2`` is exact in float64
+      for float32 ``r``, rounded once for float64 ``r``).  ``sqrt`` is
+      correctly rounded, so ``sqrt(q) >= r`` iff ``q`` is at least about
+      ``(r - g/2)**2 ~ r**2 (1 - g/r)``, ``g`` the gap below ``r``; ``g/r``
+      is at most 2 unit round-offs and the gap of ``q`` near ``r**2`` at
+      least one, so ``q`` is within a few steps of ``dtype(r**2)`` (subnormal
+      squares: ``sqrt`` of neighbours are far apart, one step).  Float32's
+      threshold in float64 is then the midpoint between ``q`` and its
+      float32 predecessor, computed exactly, which rounds to one of the two:
+      at most 1 more step.  Measured: at most 1 step per loop over every
+      positive float32 (exhaustively: [1, 4), which repeats exactly at every
+      power of 4, and all radii whose squares are subnormal, underflow or
+      overflow) and over 80 M random float64 bit patterns.
+
+    Each loop stops after :data:`_MAX_ULP_STEPS` steps with an error, so a
+    flaw in this argument surfaces as an exception, never a hang.
     """
     dtype = np.dtype(dtype)
     r = np.asarray(radii, dtype=dtype)
@@ -108,38 +186,39 @@ def _strict_thresholds(radii: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if not pos.any():
         return t
     rp = r[pos]
-    # smallest q (in dtype) with sqrt(q) >= r
-    q = (rp.astype(np.float64) ** 2).astype(dtype)
-    while True:
-        prev = np.nextafter(q, dtype.type(0))
-        m = np.sqrt(prev) >= rp
-        if not m.any():
-            break
-        q = np.where(m, prev, q)
-    while True:
-        m = np.sqrt(q) < rp
-        if not m.any():
-            break
-        q = np.where(m, np.nextafter(q, dtype.type(np.inf)), q)
+    zero, inf = dtype.type(0), dtype.type(np.inf)
+    with np.errstate(over="ignore"):  # r**2 may overflow dtype: q = inf is handled below
+        q = (rp.astype(np.float64) ** 2).astype(dtype)
+    # smallest q (in dtype, +inf when no finite one will do) with sqrt(q) >= r
+    q = _ulp_walk(q, lambda q: np.sqrt(np.nextafter(q, zero)) >= rp, lambda q: np.nextafter(q, zero), "q down")
+    q = _ulp_walk(q, lambda q: np.sqrt(q) < rp, lambda q: np.nextafter(q, inf), "q up")
     if dtype == np.float64:
-        t[pos] = q
+        t[pos] = q  # +inf where q is: every finite s passes, as sqrt(s) < r there
         return t
     # smallest float64 x with float32(x) >= q: start at the midpoint below q
+    finite = np.isfinite(q)
+    q64 = q.astype(np.float64)
     prev = np.nextafter(q, np.float32(0)).astype(np.float64)
-    x = (prev + q.astype(np.float64)) / 2.0
-    while True:
-        m = x.astype(np.float32) < q
-        if not m.any():
-            break
-        x = np.where(m, np.nextafter(x, np.inf), x)
-    while True:
-        below = np.nextafter(x, -np.inf)
-        m = below.astype(np.float32) >= q
-        if not m.any():
-            break
-        x = np.where(m, below, x)
+    x = np.where(finite, (prev + q64) / 2.0, _F32_OVERFLOW)  # exact: both are float32 values
+    with np.errstate(over="ignore"):  # x near _F32_OVERFLOW rounds to float32 inf, as intended
+        x = _ulp_walk(x, lambda x: x.astype(np.float32) < q, lambda x: np.nextafter(x, np.inf), "x up")
+        x = _ulp_walk(
+            x, lambda x: np.nextafter(x, -np.inf).astype(np.float32) >= q, lambda x: np.nextafter(x, -np.inf), "x down"
+        )
     t[pos] = x
     return t
+
+
+def _ulp_walk(v: np.ndarray, needs_step, step, what: str) -> np.ndarray:
+    """Apply ``step`` where ``needs_step`` holds until it holds nowhere, at most ``_MAX_ULP_STEPS`` times."""
+    for steps in range(_MAX_ULP_STEPS + 1):
+        m = needs_step(v)
+        if not m.any():
+            return v
+        if steps == _MAX_ULP_STEPS:
+            break
+        v = np.where(m, step(v), v)
+    raise RuntimeError(f"_strict_thresholds: '{what}' did not settle in {_MAX_ULP_STEPS} ulp steps (a bug)")
 
 
 def _cross_sq_block(xb64: np.ndarray, xx: np.ndarray, yb64_neg2: np.ndarray, yy: np.ndarray) -> np.ndarray:
@@ -193,6 +272,8 @@ def knn(
         raise ValueError(f"queries {q.shape} and base {b.shape} must be 2-D with the same number of columns")
     if exclude_self and q.shape[0] != b.shape[0]:
         raise ValueError("exclude_self needs queries and base to be the same set")
+    _check_magnitude(q, "query", np.float32, "; FAISS searches in float32")
+    _check_magnitude(b, "base", np.float32, "; FAISS searches in float32")
     k_eff = min(int(k), b.shape[0] - (1 if exclude_self else 0))
     if k_eff < 1:
         raise ValueError(f"k={k} leaves no neighbours for a base of {b.shape[0]} points")
@@ -257,6 +338,8 @@ def kth_neighbour_distance(
     (N,) radii in the distance dtype (float32 for float32 input, else float64).
     """
     x = _as_features(x, "x")
+    if x.dtype != np.float32:  # FAISS proposes the candidates in float32 whatever the input
+        _check_magnitude(x, "x", np.float32, "; FAISS searches in float32")
     n, d = x.shape
     k = int(k)
     if k < 1:

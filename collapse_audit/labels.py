@@ -25,6 +25,7 @@ spec) raise :class:`collapse_audit.errors.InputError` /
 from __future__ import annotations
 
 import csv
+import io
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -123,13 +124,30 @@ def read_manifest(path) -> Manifest:
     if not p.is_file():
         raise InputError(f"manifest {p}: no such file")
     try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"manifest {p}: cannot read it as UTF-8 text ({type(e).__name__})") from None
+        raw = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"manifest {p}: cannot be read ({(e.strerror or type(e).__name__).lower()})") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # UTF-8 byte order mark (Excel's "CSV UTF-8")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise InputError(f"manifest {p}: UTF-16 text; save it as UTF-8 (CSV UTF-8 in Excel)") from None
+        line = raw[: e.start].count(b"\n") + 1
+        raise InputError(f"manifest {p}: not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); "
+                         "save it as UTF-8 (CSV UTF-8 in Excel)") from None
     if not text.strip():
         raise InputError(f"manifest {p}: the file is empty (expected a header row with a 'path' column)")
-    reader = csv.reader(text.splitlines())
-    header = [h.strip() for h in next(reader)]
+    # the csv module splits records itself (newline='': quoted cells may hold newlines, U+2028, ...);
+    # str.splitlines would also split on U+2028, U+0085, \x0b, \x0c, \x1c-\x1e inside cells
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records = _csv_records(reader, p)
+    try:
+        _, header = next(records)
+    except StopIteration:
+        raise InputError(f"manifest {p}: the file is empty (expected a header row with a 'path' column)") from None
+    header = [h.strip() for h in header]
     if "path" not in header:
         raise InputError(f"manifest {p}: no 'path' column in the header ({', '.join(header) or 'empty'})")
     if len(set(header)) != len(header) or "" in header:
@@ -140,7 +158,7 @@ def read_manifest(path) -> Manifest:
     attr_cols = [(i, h) for i, h in enumerate(header) if h not in ("path", "label", "side")]
     rows: dict = {}
     n = 0
-    for line_no, cells in enumerate(reader, start=2):
+    for line_no, cells in records:
         if not cells or all(not c.strip() for c in cells):
             continue
         if len(cells) > len(header):
@@ -166,6 +184,25 @@ def read_manifest(path) -> Manifest:
     if n == 0:
         raise InputError(f"manifest {p}: the file has a header but no rows")
     return Manifest(path=str(p), attributes=[h for _, h in attr_cols], has_labels=i_label is not None, rows=rows)
+
+
+def _csv_records(reader, p):
+    """``(line, cells)`` per CSV record; ``line`` is the 1-based line on which the record starts.
+
+    A malformed record (an unterminated quote, a NUL byte, a cell over the
+    csv module's field size limit) is a one-line :class:`InputError`.
+    """
+    start = 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            hint = "a quoted cell is never closed" if "end of data" in str(e) else str(e)
+            raise InputError(f"manifest {p}, line {start}: not valid CSV ({hint})") from None
+        yield start, cells
+        start = reader.line_num + 1
 
 
 # --------------------------------------------------------------------------- folders

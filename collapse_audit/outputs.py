@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import EnvironmentFault
 
-__all__ = ["ARTEFACTS", "append_text", "check_output_dir", "check_output_file", "describe_os_error", "remove_stale_artefacts", "write_atomic"]
+__all__ = ["ARTEFACTS", "append_text", "check_output_dir", "check_output_file", "describe_os_error", "remove_stale_artefacts", "write_atomic", "write_npz_atomic"]
 
 # The files a scan writes into its --out folder; a new scan into the same folder
 # replaces them all, so nothing there is left from an earlier run.
@@ -134,3 +134,27 @@ def remove_stale_artefacts(out_dir: str | os.PathLike, keep: tuple[str, ...] = (
             except OSError as e:
                 raise EnvironmentFault(f"--out {out_dir}: cannot remove the earlier run's {name} ({describe_os_error(e)})") from None
     return removed
+
+
+def write_npz_atomic(path: str | os.PathLike, arrays: dict, *, what: str) -> Path:
+    """``np.savez(path, **arrays)`` (uncompressed, so features can be memory-mapped) through a temporary
+    file and a rename; on an OS error the temporary file is removed and :class:`EnvironmentFault` raised."""
+    import numpy as np
+
+    p = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, p)
+        tmp = None
+    except OSError as e:
+        raise EnvironmentFault(f"cannot write {what} to {p} ({describe_os_error(e)}); free space or choose another path") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return p

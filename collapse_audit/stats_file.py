@@ -29,6 +29,12 @@ features. An ``.npz`` (``allow_pickle=False``) holding
 
 Only FID can be computed from it; KID, precision/recall/density/coverage,
 cluster dropout and duplicates need the features themselves.
+
+pytorch-fid's statistics (``python -m pytorch_fid --save-stats``: an ``.npz``
+with ``mu`` and ``sigma`` only; clean-fid's custom statistics look the same)
+are read too (:data:`FOREIGN_SOURCE`): their count and embedder are unknown,
+so a scan must say that the FID is comparable only when the generated side
+was embedded with the same network and preprocessing.
 """
 from __future__ import annotations
 
@@ -54,7 +60,10 @@ __all__ = [
     "NEEDS_FEATURES",
     "CountAccumulator",
     "FailureLog",
+    "FOREIGN_SOURCE",
+    "OWN_SOURCE",
     "StatsFile",
+    "check_moments",
     "gaussian_stats_from_moments",
     "is_stats_file",
     "read_stats_file",
@@ -165,8 +174,24 @@ def _rec_key(rec: Mapping) -> tuple:
 
 
 # --------------------------------------------------------------------------- statistics file
+#: ``StatsFile.source`` of a file written by :func:`write_stats_file`
+OWN_SOURCE = "collapse-audit statistics file"
+#: ``StatsFile.source`` of an ``.npz`` holding only ``mu`` and ``sigma`` (pytorch-fid's ``--save-stats``;
+#: clean-fid's custom statistics have the same two arrays)
+FOREIGN_SOURCE = "pytorch-fid statistics file"
+#: relative tolerance of the symmetry check of ``sigma`` (``max |S - S^T| <= tol * max |S|``)
+SYMMETRY_RTOL = 1e-5
+
+
 class StatsFile(NamedTuple):
-    """What :func:`read_stats_file` returns: ``stats, embedder_id, meta = read_stats_file(p)``."""
+    """What :func:`read_stats_file` returns: ``stats, embedder_id, meta = read_stats_file(p)``.
+
+    For a pytorch-fid / clean-fid file (``mu`` and ``sigma`` only) the image
+    count and the embedder are unknown: :attr:`n` is None, ``embedder_id``
+    is ``"unknown"``, :attr:`source` is :data:`FOREIGN_SOURCE`, and
+    ``stats`` carries a nominal count of 2 (so that ``stats.cov`` is
+    ``sigma`` exactly); do not merge it with other shards.
+    """
 
     stats: GaussianStats
     embedder_id: str
@@ -181,8 +206,31 @@ class StatsFile(NamedTuple):
         return self.stats.cov
 
     @property
-    def n(self) -> int:
+    def n(self) -> int | None:
+        """Number of feature vectors, None when the file does not say (pytorch-fid, clean-fid)."""
+        if self.meta.get("source") == FOREIGN_SOURCE:
+            return None
         return self.stats.n
+
+    @property
+    def source(self) -> str:
+        """:data:`OWN_SOURCE` or :data:`FOREIGN_SOURCE`."""
+        return FOREIGN_SOURCE if self.meta.get("source") == FOREIGN_SOURCE else OWN_SOURCE
+
+    @property
+    def embedder_known(self) -> bool:
+        return self.embedder_id not in ("", "unknown")
+
+    @property
+    def notes(self) -> list[str]:
+        """One-line warnings a scan should add to its notes (empty for a collapse-audit file)."""
+        if self.source != FOREIGN_SOURCE:
+            return []
+        return [
+            f"the real side is a {FOREIGN_SOURCE} (mu and sigma only; clean-fid's look the same): the embedder, the "
+            "preprocessing and the image count are unknown; its FID is comparable only when the generated images were "
+            "embedded with the same network and preprocessing (pytorch-fid's: --embedder inception:pytorch-fid)"
+        ]
 
 
 def gaussian_stats_from_moments(n: int, mean: np.ndarray, cov: np.ndarray) -> GaussianStats:
@@ -217,9 +265,9 @@ def write_stats_file(path: str | os.PathLike, stats: GaussianStats, embedder_id:
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp,
+    from .outputs import write_npz_atomic
+
+    return write_npz_atomic(path, dict(
         kind=np.array(STATS_KIND),
         format=np.array(STATS_FORMAT),
         mu=stats.mean,
@@ -227,49 +275,129 @@ def write_stats_file(path: str | os.PathLike, stats: GaussianStats, embedder_id:
         n=np.int64(stats.n),
         embedder_id=np.array(str(embedder_id)),
         meta=np.array(json.dumps(meta or {}, sort_keys=True, default=str)),
-    )
-    os.replace(tmp, path)
-    return path
+    ), what="the statistics file")
+
+
+def _is_foreign(names) -> bool:
+    """mu and sigma, no kind and no features: pytorch-fid's / clean-fid's statistics layout."""
+    names = set(names)
+    return {"mu", "sigma"} <= names and "kind" not in names and "features" not in names
+
+
+def _str_scalar(a: np.ndarray) -> str | None:
+    if a.size != 1 or a.dtype.kind not in "US":
+        return None
+    v = a.reshape(())[()]
+    return bytes(v).decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
 def is_stats_file(path: str | os.PathLike) -> bool:
-    """True when ``path`` is an ``.npz`` written by :func:`write_stats_file` (``kind == "stats"``)."""
+    """True when ``path`` is an ``.npz`` of FID statistics: written by :func:`write_stats_file`
+    (``kind == "stats"``), or pytorch-fid's / clean-fid's (``mu`` and ``sigma``, no ``features``).
+
+    Reads the ZIP directory and at most the small ``kind`` member (size-checked), never the arrays.
+    """
+    from .features import inspect_npz, read_npz
+
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return "kind" in z.files and str(z["kind"]) == STATS_KIND
+        members = inspect_npz(path)
+        if "kind" in members:
+            kind = read_npz(path, only=("kind",), members=members)["kind"]
+            return _str_scalar(kind) == STATS_KIND
+        return _is_foreign(members)
     except Exception:  # noqa: BLE001 - any unreadable file is simply not a statistics file
         return False
 
 
+def check_moments(path, mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate FID moments; returns float64 ``(mu, sigma)`` with ``sigma`` symmetrised.
+
+    ``mu`` must be a real 1-D array of length D >= 1, ``sigma`` real D x D,
+    both finite; ``sigma`` symmetric within :data:`SYMMETRY_RTOL` of its
+    largest entry, with a non-negative diagonal (variances). Anything else
+    is a one-line :class:`InputError` naming ``path``.
+    """
+    for key, a in (("mu", mu), ("sigma", sigma)):
+        if a.dtype.kind not in "fiu":
+            raise InputError(f"{path}: '{key}' must be a real float array, got {a.dtype}")
+    if mu.ndim != 1 or mu.shape[0] == 0 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise InputError(f"{path}: 'mu' must be (D,) and 'sigma' (D, D); got {mu.shape} and {sigma.shape}")
+    mu = np.asarray(mu, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise InputError(f"{path}: statistics contain NaN or infinite values")
+    scale = float(np.abs(sigma).max())
+    asym = float(np.abs(sigma - sigma.T).max())
+    if asym > SYMMETRY_RTOL * scale:
+        raise InputError(f"{path}: 'sigma' is not a covariance matrix: not symmetric (max |sigma - sigma^T| = {asym:.3g}, "
+                         f"largest entry {scale:.3g})")
+    diag = np.diag(sigma)
+    if (diag < -SYMMETRY_RTOL * scale).any():
+        raise InputError(f"{path}: 'sigma' is not a covariance matrix: {int((diag < -SYMMETRY_RTOL * scale).sum())} "
+                         f"negative variances on its diagonal (min {float(diag.min()):.3g})")
+    return mu, (sigma + sigma.T) / 2
+
+
 def read_stats_file(path: str | os.PathLike) -> StatsFile:
-    """Read a statistics file: ``(GaussianStats, embedder_id, meta)``; one-line :class:`InputError` on bad input."""
+    """Read a statistics file: ``(GaussianStats, embedder_id, meta)``; one-line :class:`InputError` on bad input.
+
+    Accepts the files of :func:`write_stats_file` and pytorch-fid's /
+    clean-fid's ``mu``/``sigma`` files (see :class:`StatsFile` for what is
+    unknown then: ``meta`` is ``{"source": FOREIGN_SOURCE, "n": None}``).
+    Arrays are read size-checked (:func:`collapse_audit.features.read_npz`)
+    and validated by :func:`check_moments`.
+    """
+    from .features import inspect_npz, read_npz
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except Exception as e:  # noqa: BLE001 - np.load raises many types for a bad file
-        raise InputError(f"{path}: not a readable .npz statistics file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if "kind" not in data or str(data["kind"]) != STATS_KIND:
+    what = ".npz statistics file"
+    members = inspect_npz(path, what=what)
+    if _is_foreign(members):
+        data = read_npz(path, only=("mu", "sigma"), what=what, members=members)
+        mu, sigma = check_moments(path, data["mu"], data["sigma"])
+        st = GaussianStats()
+        st._combine(2, mu, sigma.copy())  # nominal count 2: cov = M2 / (2 - 1) = sigma exactly
+        return StatsFile(st, "unknown", {"source": FOREIGN_SOURCE, "n": None})
+    if "kind" not in members:
+        raise InputError(f"{path}: not a statistics file (no kind='stats', nor pytorch-fid's mu and sigma; "
+                         "an embeddings file has features, not statistics)")
+    data = read_npz(path, what=what, members=members)
+    if _str_scalar(data["kind"]) != STATS_KIND:
         raise InputError(f"{path}: not a statistics file (no kind='stats'; an embeddings file has features, not statistics)")
-    fmt = str(data.get("format", ""))
-    if fmt.split("/")[0] != STATS_FORMAT.split("/")[0]:
+    fmt = _str_scalar(data["format"]) if "format" in data else ""
+    if (fmt or "").split("/")[0] != STATS_FORMAT.split("/")[0]:
         raise InputError(f"{path}: unknown statistics format '{fmt}' (expected {STATS_FORMAT})")
     missing = [k for k in ("mu", "sigma", "n") if k not in data]
     if missing:
         raise InputError(f"{path}: statistics file lacks {', '.join(missing)}")
-    mu, sigma = data["mu"], data["sigma"]
-    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise InputError(f"{path}: 'mu' must be (D,) and 'sigma' (D, D); got {mu.shape} and {sigma.shape}")
-    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise InputError(f"{path}: statistics contain NaN or infinite values")
+    mu, sigma = check_moments(path, data["mu"], data["sigma"])
+    n_arr = data["n"]
+    if n_arr.size != 1 or n_arr.dtype.kind not in "iu":
+        raise InputError(f"{path}: 'n' must be a single integer count, got a {n_arr.dtype} array of shape {n_arr.shape}")
     try:
-        stats = gaussian_stats_from_moments(int(data["n"]), mu, sigma)
+        stats = gaussian_stats_from_moments(int(n_arr.reshape(())), mu, sigma)
     except ValueError as e:
         raise InputError(f"{path}: {e}") from None
-    try:
-        meta = json.loads(str(data["meta"])) if "meta" in data else {}
-    except json.JSONDecodeError:
-        meta = {}
-    return StatsFile(stats, str(data.get("embedder_id", "unknown")), meta)
+    meta: dict = {}
+    if "meta" in data:
+        text = _str_scalar(data["meta"])
+        try:
+            meta = json.loads(text) if text is not None else None
+        except (json.JSONDecodeError, RecursionError):
+            meta = None
+        if not isinstance(meta, dict):
+            raise InputError(f"{path}: 'meta' must be a JSON object string")
+        # fields a scan reads: drop those of the wrong type rather than crash on them later
+        if "embedder" in meta and not isinstance(meta["embedder"], dict):
+            del meta["embedder"]
+        if "root" in meta and not isinstance(meta["root"], str):
+            del meta["root"]
+        nf = meta.get("n_files")
+        if "n_files" in meta and (isinstance(nf, bool) or not isinstance(nf, int) or nf < 0):
+            del meta["n_files"]
+    eid = _str_scalar(data["embedder_id"]) if "embedder_id" in data else "unknown"
+    if eid is None:
+        raise InputError(f"{path}: 'embedder_id' must be a single string")
+    return StatsFile(stats, eid or "unknown", meta)

@@ -71,7 +71,7 @@ def test_discovery_extensions_case_insensitive(tmp_path):
         (tmp_path / other).write_bytes(b"x")
     found = discover_images(tmp_path)
     assert len(found) == 2 * len(IMAGE_EXTENSIONS)
-    assert {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"} == set(IMAGE_EXTENSIONS)
+    assert {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pbm", ".pgm", ".ppm", ".pnm"} == set(IMAGE_EXTENSIONS)
 
 
 def test_discovery_hidden_dirs_and_files(tmp_path):
