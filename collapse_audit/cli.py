@@ -17,7 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from . import config as C
 from .errors import EXIT_USAGE, CollapseAuditError, UsageError
+from .outputs import check_output_dir, check_output_file
 
 app = typer.Typer(
     name="collapse-audit",
@@ -139,13 +141,14 @@ def embed(
     output: Path = typer.Option(..., "-o", "--output", help="Embeddings file to write (.npz)."),
     embedder: str = typer.Option("inception", "--embedder", "-e", help=EMBEDDER_HELP),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for random weights."),
+    seed: int = typer.Option(C.SEED, "--seed", min=0, max=SEED_MAX, help="Seed for random weights."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per model call."),
+    batch_size: int = typer.Option(C.BATCH_SIZE, "--batch-size", min=1, help="Images per model call."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding worker processes (default: min(8, CPUs))."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision on GPU (faster; features differ slightly from fp32)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache for weights and features (default: $COLLAPSE_AUDIT_CACHE or the user cache dir)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    rehash: bool = typer.Option(False, "--rehash", help="Hash every file again instead of trusting the cache's (size, mtime, ctime, inode) shortcut (also: COLLAPSE_AUDIT_REHASH=1)."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: on a terminal, off in CI)."),
     stats_out: Optional[Path] = typer.Option(None, "--stats-out", help="Also write reusable FID statistics (mean, covariance, count, embedder id) for 'scan --real STATS.npz'."),
@@ -160,6 +163,7 @@ def embed(
         folder, output, embedder=embedder, weights=weights, seed=seed, device=device, batch_size=batch_size,
         workers=workers, amp=amp, cache_dir=cache_dir, use_cache=not no_cache, offline=offline, progress=progress,
         engine=engine, ray_address=ray_address, shard_dir=str(shard_dir) if shard_dir else None, stats_out=stats_out,
+        rehash=True if rehash else None,
     )
     e = res.embedders[0]
     s = res.stats
@@ -195,11 +199,11 @@ def scan(
     out_dir: Path = typer.Option(Path("collapse-audit-out"), "--out", "-o", help="Output folder for results.json (and report.html)."),
     embedder: Optional[List[str]] = typer.Option(None, "--embedder", "-e", help=EMBEDDER_HELP + " Repeatable; the first is primary. Default for folders: inception and clip."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for random weights, KID subsets, bootstrap, clustering."),
-    k: int = typer.Option(5, "--k", min=1, help="Neighbours for precision/recall/density/coverage."),
-    kid_subsets: int = typer.Option(100, "--kid-subsets", min=1, help="KID: number of random subsets."),
-    kid_subset_size: int = typer.Option(1000, "--kid-subset-size", min=2, help="KID: subset size (capped at the smaller set)."),
-    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals of precision/recall/density/coverage (0 = off)."),
+    seed: int = typer.Option(C.SEED, "--seed", min=0, max=SEED_MAX, help="Seed for random weights, KID subsets, bootstrap, clustering."),
+    k: int = typer.Option(C.K, "--k", min=1, help="Neighbours for precision/recall/density/coverage."),
+    kid_subsets: int = typer.Option(C.KID_SUBSETS, "--kid-subsets", min=1, help="KID: number of random subsets."),
+    kid_subset_size: int = typer.Option(C.KID_SUBSET_SIZE, "--kid-subset-size", min=2, help="KID: subset size (capped at the smaller set)."),
+    bootstrap: int = typer.Option(C.BOOTSTRAP, "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals of precision/recall/density/coverage (0 = off)."),
     fail_on: Optional[List[str]] = typer.Option(None, "--fail-on", help="Gate rule 'NAME OP NUMBER' that FAILS the scan when true, e.g. 'coverage<0.8'. Repeatable."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="TOML file of gate rules (fail_on = [...])."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write the gate as a JUnit XML file (one test case per rule)."),
@@ -213,19 +217,20 @@ def scan(
     subgroup: Optional[List[str]] = typer.Option(None, "--subgroup", help="Zero-shot attribute 'name=prompt A|prompt B' (or 'name=a:prompt|b:prompt'). Repeatable."),
     intersect: Optional[List[str]] = typer.Option(None, "--intersect", help="Also analyse the intersection of two attributes 'A,B'. Repeatable."),
     dup_threshold: Optional[float] = typer.Option(None, "--dup-threshold", callback=_in_range(0.0, 2.0), help="Cosine distance under which two generated images are near-duplicates."),
-    copy_quantile: float = typer.Option(0.001, "--copy-quantile", callback=_in_range(0.0, 1.0, lo_open=True, hi_open=True), help="Near-copy threshold = this quantile of real-to-real nearest-neighbour distances."),
-    alpha: float = typer.Option(0.05, "--alpha", callback=_in_range(0.0, 1.0, lo_open=True, hi_open=True), help="False discovery rate for the dropout tests (Benjamini-Hochberg)."),
+    copy_quantile: float = typer.Option(C.COPY_QUANTILE, "--copy-quantile", callback=_in_range(0.0, 1.0, lo_open=True, hi_open=True), help="Near-copy threshold = this quantile of real-to-real nearest-neighbour distances."),
+    alpha: float = typer.Option(C.ALPHA, "--alpha", callback=_in_range(0.0, 1.0, lo_open=True, hi_open=True), help="False discovery rate for the dropout tests (Benjamini-Hochberg)."),
     no_analysis: bool = typer.Option(False, "--no-analysis", help="Metrics only: skip clusters, classes, subgroups and duplicates."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html (results.json only)."),
     real_images: Optional[Path] = typer.Option(None, "--real-images", help="Image folder of an .npz --real side, for the report's thumbnails (paths in the file are relative to it; a features file never chooses which files are read)."),
     gen_images: Optional[Path] = typer.Option(None, "--gen-images", help="Image folder of an .npz generated side, for the report's thumbnails."),
-    exact_max_pairs: float = typer.Option(2.5e9, "--exact-max-pairs", callback=_in_range(0.0, None, allow_inf=True), help="Above this many real x generated pairs (default 50k x 50k), nearest-neighbour searches use an approximate FAISS IVF index and the measured error is reported."),
+    exact_max_pairs: float = typer.Option(C.EXACT_MAX_PAIRS, "--exact-max-pairs", callback=_in_range(0.0, None, allow_inf=True), help="Above this many real x generated pairs (default 50k x 50k), nearest-neighbour searches use an approximate FAISS IVF index and the measured error is reported."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    batch_size: int = typer.Option(C.BATCH_SIZE, "--batch-size", min=1),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding worker processes."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision on GPU."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Weights and feature cache."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    rehash: bool = typer.Option(False, "--rehash", help="Hash every file again instead of trusting the cache's (size, mtime, ctime, inode) shortcut (also: COLLAPSE_AUDIT_REHASH=1)."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
     engine: str = typer.Option("local", "--engine", help="Embedding engine: local (DataLoader workers + one device) or ray (Ray Data cluster)."),
@@ -235,7 +240,7 @@ def scan(
     """Compare generated images with real ones: metrics, results.json, and a CI gate (exit 1 when a rule fails)."""
     from . import gate as G
     from .analysis.run import AnalysisConfig
-    from .pipeline import scan_and_write
+    from .api import audit
     from .scan import ScanConfig
 
     rules = [G.parse_rule(r) for r in (fail_on or [])]
@@ -257,7 +262,7 @@ def scan(
     if manifest is not None and not manifest.is_file():
         raise UsageError(f"--manifest {manifest}: no such file")
     acfg = AnalysisConfig(
-        space=cluster_space, clusters=clusters, alpha=alpha, seed=seed, k=k, labels=labels,
+        space=cluster_space, clusters=clusters, alpha=alpha, labels=labels,  # seed, k: from the AuditConfig
         manifest=str(manifest) if manifest else None, classes=class_list, subgroups=list(subgroup or []),
         intersections=pairs, dup_threshold=dup_threshold, copy_quantile=copy_quantile, skip=no_analysis,
     )
@@ -274,8 +279,17 @@ def scan(
         classifier=classifier, analysis=acfg, engine=engine, ray_address=ray_address, exact_max_pairs=exact_max_pairs,
         shard_dir=str(shard_dir) if shard_dir else None,
         real_images=str(real_images) if real_images else None, gen_images=str(gen_images) if gen_images else None,
+        rehash=True if rehash else None,
     )
-    results, gate_result, path = scan_and_write(gen, real, cfg, rules, out_dir, junit, report=not no_report)
+    # every output path is checked before the work; results.json is written before anything else that can fail
+    out_path = check_output_dir(out_dir)
+    if junit:
+        check_output_file(junit, what="the JUnit XML", option="--junit")
+    G.check_github_summary()
+    res = audit(gen, real, cfg)
+    gate_result = res.check(rules)
+    path = res.write(out_path, report=not no_report, junit=junit)
+    results = res.to_dict()
     _print_scan_summary(results)
     _print_failures([f for f in results["failures"]], limit=10)
     out.print(f"results: {path}")

@@ -6,7 +6,6 @@ they do not print and do not exit, so Python users can call them directly.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -21,13 +20,24 @@ from .embedders import (
 )
 from .errors import InputError, UsageError, WeightsError
 from .features import FeatureSet, save_features
+from .outputs import check_output_file
 from .progress import default_reporter
 
 
-def open_cache(cache_dir=None, use_cache: bool = True) -> FeatureCache | None:
+def open_cache(cache_dir=None, use_cache: bool = True, *, rehash: bool | None = None) -> FeatureCache | None:
+    """The feature cache under ``cache_dir``, or ``None`` with ``use_cache=False`` or when it cannot be used.
+
+    A location that cannot be used (a file, a read-only or uncreatable folder)
+    is reported by one :class:`~collapse_audit.errors.CollapseAuditWarning`
+    and the run goes on without the cache; a corrupt database is moved aside
+    and replaced (see :mod:`collapse_audit.cache`). ``rehash=True`` makes the
+    cache hash every file again (``None``: ``$COLLAPSE_AUDIT_REHASH``).
+    """
     if not use_cache:
         return None
-    return FeatureCache(W.cache_dir(cache_dir) / "features.sqlite")
+    from .cache import open_feature_cache
+
+    return open_feature_cache(W.cache_dir(cache_dir) / "features.sqlite", rehash=rehash)
 
 
 def _download_progress(reporter):
@@ -89,15 +99,22 @@ def embed_to_file(
     ray_address: str | None = None,
     shard_dir: str | None = None,
     stats_out=None,
+    rehash: bool | None = None,
 ) -> tuple[EmbedResult, Path]:
     """``collapse-audit embed``: embed ``folder`` with one embedder and write an ``.npz``
     (and, with ``stats_out``, a reusable FID statistics file: mean, covariance, count, embedder id)."""
     from .engine_ray import select_engine
 
     folder = Path(folder)
+    output = Path(output)
+    if output.suffix != ".npz" and not output.is_dir():
+        output = output.with_name(output.name + ".npz")
+    check_output_file(output, what="the embeddings file", option="-o")
+    if stats_out:
+        check_output_file(stats_out, what="the statistics file", option="--stats-out")
     engine_fn = select_engine(engine, ray_address=ray_address, shard_dir=shard_dir)
     embs = build_embedders([embedder], weights, seed=seed, cache_dir=cache_dir, offline=offline, progress=progress)
-    cache = open_cache(cache_dir, use_cache)
+    cache = open_cache(cache_dir, use_cache, rehash=rehash)
     try:
         res = embed_folder(
             folder, embs, engine=engine_fn, device=device, batch_size=batch_size, workers=workers, cache=cache,
@@ -200,43 +217,3 @@ def resource_usage() -> dict:
     except (ImportError, OSError):  # pragma: no cover - Windows
         pass
     return out
-
-
-def scan_and_write(gen, real, cfg, rules=(), out_dir="collapse-audit-out", junit=None, env=None, report: bool = True):
-    """Run a scan, evaluate the gate, write ``results.json`` (and JUnit / GitHub summary).
-
-    Returns ``(results, gate_result, results_path)``. Gate rules must already be
-    parsed (``gate.parse_rule`` / ``gate.load_policy``) so that a bad rule fails
-    before any work is done.
-    """
-    import json
-
-    from . import gate as G
-    from .scan import run_scan
-
-    results, real_side, gen_side = run_scan(gen, real, cfg)
-    results["resources"] = resource_usage()
-    gate_result = G.evaluate(list(rules), results)
-    results["gate"] = gate_result.to_dict()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    if junit:
-        G.write_junit(gate_result, junit)
-    G.append_github_summary(gate_result, results, env=env)
-    if report:
-        from .report import render_report, write_report
-
-        t0 = time.perf_counter()
-        if real_side.kind == "stats":  # no real features: no map, no galleries
-            render_report(results, None, out / "report.html")
-        else:
-            write_report(results, real_side, gen_side, out, seed=cfg.seed)
-        results["timings"]["report"] = round(time.perf_counter() - t0, 3)
-        results["resources"] = resource_usage()
-        tmp.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    return results, gate_result, path

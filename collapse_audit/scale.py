@@ -51,6 +51,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .analysis.stats import wilson_interval
+from .config import EXACT_MAX_PAIRS
 from .metrics import PRDCIndicators
 
 __all__ = [
@@ -67,12 +68,13 @@ __all__ = [
     "ip_index_builder",
     "measure_approx_error",
     "normalise_rows",
-    "prdc_at_scale",
+    "prdc",
+    "PRDC_METHODS",
     "write_features_streaming",
 ]
 
 #: Exact PRDC up to this many (real x generated) pairs: 50k x 50k, ~3 min on 2 cores.
-DEFAULT_EXACT_MAX_PAIRS = 2.5e9
+DEFAULT_EXACT_MAX_PAIRS = EXACT_MAX_PAIRS
 #: Memory the metric stage may use (the issue's target for 1M x 512 per side).
 DEFAULT_MEMORY_BUDGET = 16 * 2**30
 #: IVF cells visited per point.
@@ -232,6 +234,10 @@ def _check_pair(real, gen, k: int) -> tuple[int, int, int]:
     for name, s in (("real", rs), ("gen", gs)):
         if s[0] <= k:
             raise ValueError(f"PRDC with k={k} needs more than {k} {name} samples, got {s[0]}")
+    from .index import _check_magnitude
+
+    _check_magnitude(real, "real", np.float32)  # float32 search: squared distances must stay finite
+    _check_magnitude(gen, "gen", np.float32)
     return rs[0], gs[0], rs[1]
 
 
@@ -1222,7 +1228,10 @@ def choose_method(
     return "approx"
 
 
-def prdc_at_scale(
+PRDC_METHODS = ("auto", "exact", "approx")
+
+
+def prdc(
     real: np.ndarray,
     gen: np.ndarray,
     *,
@@ -1235,32 +1244,46 @@ def prdc_at_scale(
     n_sub: int = 2000,
     seed: int = 0,
     progress: Any = None,
-) -> dict:
-    """PRDC (Kynkaanniemi et al. 2019; Naeem et al. 2020) exact or approximate by :func:`choose_method`.
+):
+    """Precision/recall (Kynkaanniemi et al. 2019) and density/coverage (Naeem et al. 2020), one entry point.
 
-    Returns ``{precision, recall, density, coverage, prdc_method, approximation}``:
-    ``prdc_method`` is ``"exact"`` or ``"approx"``; ``approximation`` is
-    None for exact, else :func:`measure_approx_error`'s report.
-    ``method`` forces ``"exact"`` or ``"approx"``.
+    ``method="exact"``: :func:`collapse_audit.metrics.prdc` (blocked exact
+    search, equal to the ``prdc`` package); ``"approx"``: FAISS IVF search
+    (:func:`approx_prdc_indicators`) with its error measured against exact
+    search on ``n_sub`` seeded samples per side (:func:`measure_approx_error`);
+    ``"auto"`` (default) picks by :func:`choose_method`, the way
+    scikit-learn's ``NearestNeighbors(algorithm="auto")`` does, and the result
+    records which backend ran.
+
+    Parameters
+    ----------
+    real : (N, D) array, N > k.  gen : (M, D) array, M > k.
+    k : neighbourhood size (``nearest_k``).
+    method : ``"auto"`` | ``"exact"`` | ``"approx"``.
+    exact_max_pairs, memory_budget_bytes : the ``"auto"`` rule's limits.
+    nlist, nprobe, n_sub, seed : the approximate backend's index and error check.
+
+    Returns
+    -------
+    :class:`collapse_audit.metrics.PRDCResult` with ``method``, the per-sample
+    ``indicators`` and, for ``"approx"``, the measured ``approximation``.
     """
     from . import metrics as M
 
+    if method not in PRDC_METHODS:
+        raise ValueError(f"method must be one of {', '.join(PRDC_METHODS)}, got {method!r}")
     n, m, d = _check_pair(real, gen, int(k))
     chosen = choose_method(n, m, d, memory_budget_bytes=memory_budget_bytes, exact_max_pairs=exact_max_pairs, k=k) \
         if method == "auto" else method
     if chosen == "exact":
-        r = M.prdc(real, gen, k=k, progress=progress)
-        return {"precision": r.precision, "recall": r.recall, "density": r.density, "coverage": r.coverage,
-                "prdc_method": "exact", "approximation": None}
-    if chosen != "approx":
-        raise ValueError(f"method must be 'auto', 'exact' or 'approx', got {method!r}")
+        return M.prdc(real, gen, k=k, progress=progress)
     a = approx_prdc_indicators(real, gen, k=k, nlist=nlist, nprobe=nprobe, seed=seed, progress=progress)
     from .progress import ProgressReporter
 
     with (progress or ProgressReporter()).task("approximate PRDC: exact check on a subsample", total=None, unit="pt"):
         check = measure_approx_error(real, gen, a, n_sub=n_sub, seed=seed)
-    return {"precision": a.precision, "recall": a.recall, "density": a.density, "coverage": a.coverage,
-            "prdc_method": "approx", "approximation": check}
+    return M.PRDCResult(precision=a.precision, recall=a.recall, density=a.density, coverage=a.coverage, k=int(k),
+                        n_real=n, n_gen=m, method="approx", indicators=a.indicators, approximation=check)
 
 
 # =========================================================================== helpers for the analyses

@@ -9,6 +9,7 @@ never compared: a scan with no embedder in common is an input error.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 import os
@@ -25,12 +26,12 @@ import numpy as np
 from . import __version__
 from .embed import embed_folder
 from .embedders import Embedder
+from .config import DEFAULT_EMBEDDERS, AuditConfig
 from .errors import InputError
-from .analysis.run import AnalysisConfig, run_analyses
+from .analysis.run import run_analyses
 from .features import UNKNOWN_EMBEDDER, load_features
 
 SCHEMA_VERSION = "1.0"
-DEFAULT_EMBEDDERS = ("inception", "clip")
 METRIC_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage")
 
 
@@ -50,11 +51,13 @@ class Side:
     embedders: dict[str, dict] = field(default_factory=dict)  # id -> description
     root: str | None = None
     stats: dict = field(default_factory=dict)  # embedder id -> GaussianStats, for statistics-only inputs
+    notes: list[str] = field(default_factory=list)  # what loading this side worked around
+    count_known: bool = True  # False for a pytorch-fid / clean-fid statistics file (no sample count)
 
     @property
     def n_images(self) -> int:
         if self.kind == "stats":
-            return int(next(iter(self.stats.values())).n)
+            return int(next(iter(self.stats.values())).n) if self.count_known else 0
         return len(self.paths)
 
     def describe(self) -> dict:
@@ -68,34 +71,8 @@ class Side:
         }
 
 
-@dataclass
-class ScanConfig:
-    """Everything a scan needs besides the two inputs (the CLI's options)."""
-
-    embedders: Sequence[str] | None = None  # None: defaults, or those of a features file
-    weights: Sequence[str] | None = None
-    seed: int = 0
-    device: str = "auto"
-    batch_size: int = 64
-    workers: int | None = None
-    amp: bool = False
-    cache_dir: str | None = None
-    use_cache: bool = True
-    offline: bool = False
-    progress: bool | None = None
-    k: int = 5
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    bootstrap: int = 0
-    command: list[str] | None = None
-    classifier: str | None = None  # TorchScript classifier spec (torchscript PATH[?options])
-    engine: str = "local"  # 'local' | 'ray'
-    ray_address: str | None = None
-    shard_dir: str | None = None
-    exact_max_pairs: float = 2.5e9  # above: approximate (IVF) nearest-neighbour search
-    analysis: "AnalysisConfig | None" = None
-    real_images: str | None = None  # image folder of an .npz real side (report thumbnails only)
-    gen_images: str | None = None  # image folder of an .npz generated side (report thumbnails only)
+# The configuration lives in config.py (every default once); ScanConfig is its old name here.
+ScanConfig = AuditConfig
 
 
 def is_features_file(path: str | os.PathLike) -> bool:
@@ -111,7 +88,31 @@ def side_from_features(path, name: str) -> Side:
         name=name, source=str(path), kind="features", features={fs.embedder_id: fs.features}, paths=fs.paths,
         shas=fs.shas, labels=fs.labels, failures=list(fs.failures), n_files=fs.n_files or (len(fs.paths) + len(fs.failures)),
         embedders={fs.embedder_id: desc}, root=None,  # thumbnails only from a root named on the command line
+        notes=list(fs.warnings),
     )
+
+
+def side_from_featureset(fs, name: str, source: str | None = None) -> Side:
+    """A :class:`Side` from an in-memory :class:`~collapse_audit.features.FeatureSet` (the Python API)."""
+    from .features import check_feature_values
+
+    x = np.asarray(fs.features)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise InputError(f"{name} features must be a non-empty 2-D array (N x D), got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise InputError(f"{name} features must be real numbers, got dtype {x.dtype}")
+    check_feature_values(x, name)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    paths = list(fs.paths) if fs.paths else [f"{name}[{i}]" for i in range(x.shape[0])]
+    if len(paths) != x.shape[0]:
+        raise InputError(f"{name}: {len(paths)} paths for {x.shape[0]} feature rows")
+    if fs.labels is not None and len(fs.labels) != x.shape[0]:
+        raise InputError(f"{name}: {len(fs.labels)} labels for {x.shape[0]} feature rows")
+    desc = dict(fs.embedder or {"id": fs.embedder_id})
+    desc.setdefault("id", fs.embedder_id)
+    return Side(name=name, source=source or f"<{name} array {x.shape[0]} x {x.shape[1]}>", kind="features",
+                features={fs.embedder_id: x}, paths=paths, shas=fs.shas, labels=list(fs.labels) if fs.labels is not None else None,
+                failures=list(fs.failures), n_files=fs.n_files or x.shape[0], embedders={fs.embedder_id: desc}, root=fs.root)
 
 
 def side_from_stats(path, name: str) -> Side:
@@ -120,8 +121,11 @@ def side_from_stats(path, name: str) -> Side:
     sf = read_stats_file(path)
     desc = dict(sf.meta.get("embedder") or {"id": sf.embedder_id})
     desc.setdefault("id", sf.embedder_id)
-    return Side(name=name, source=str(path), kind="stats", features={}, paths=[], n_files=int(sf.meta.get("n_files") or sf.n),
-                embedders={sf.embedder_id: desc}, stats={sf.embedder_id: sf.stats}, root=None)
+    if not sf.embedder_known:
+        desc["source"] = sf.source
+    return Side(name=name, source=str(path), kind="stats", features={}, paths=[], n_files=int(sf.meta.get("n_files") or sf.n or 0),
+                embedders={sf.embedder_id: desc}, stats={sf.embedder_id: sf.stats}, root=None,
+                count_known=sf.n is not None, notes=list(sf.notes))
 
 
 def side_from_folder(path, name: str, embs: Sequence[Embedder], cfg: ScanConfig, cache, reporter, engine=None) -> Side:
@@ -243,21 +247,21 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
     if min(nr, ng) <= cfg.k:
         notes.append(f"{label}: precision/recall/density/coverage need more than k={cfg.k} samples per side; skipped.")
     else:
-        from .scale import prdc_at_scale
+        from .scale import prdc as prdc_auto
 
-        pr = prdc_at_scale(real, gen, k=cfg.k, seed=cfg.seed, exact_max_pairs=cfg.exact_max_pairs, progress=progress)
-        out.update(precision=_finite(pr["precision"]), recall=_finite(pr["recall"]), density=_finite(pr["density"]),
-                   coverage=_finite(pr["coverage"]), prdc_method=pr["prdc_method"])
-        if pr["approximation"] is not None:
-            out["approximation"] = pr["approximation"]
+        pr = prdc_auto(real, gen, k=cfg.k, seed=cfg.seed, exact_max_pairs=cfg.exact_max_pairs, progress=progress)
+        out.update(precision=_finite(pr.precision), recall=_finite(pr.recall), density=_finite(pr.density),
+                   coverage=_finite(pr.coverage), prdc_method=pr.method)
+        if pr.approximation is not None:
+            out["approximation"] = pr.approximation
             notes.append(f"{label}: {nr} x {ng} samples: precision/recall/density/coverage computed with an approximate "
                          "FAISS IVF search; the error measured against exact search on a subsample is in metrics.approximation.")
-        if cfg.bootstrap and pr["prdc_method"] == "exact":
-            b = M.prdc_bootstrap(real, gen, k=cfg.k, n_boot=cfg.bootstrap, seed=cfg.seed)
+        if cfg.bootstrap:  # either backend: resample the per-sample terms, no second search
+            b = M.indicator_bootstrap(pr.indicators, n_boot=cfg.bootstrap, seed=cfg.seed)
             out["ci"] = {name: [b.low[name], b.high[name]] for name in ("precision", "recall", "density", "coverage")}
             out["ci_level"] = 1 - b.alpha
             out["ci_method"] = (f"percentile bootstrap of the per-sample terms, {b.n_boot} resamples "
-                                "(k-NN balls estimated once from the full sets)")
+                                f"(k-NN balls estimated once from the full sets, {pr.method} search)")
     return out
 
 
@@ -343,11 +347,12 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
     notes: list[str] = []
     reporter = default_reporter(cfg.progress)
     for p, what in ((gen_path, "generated"), (real_path, "real")):
-        if not Path(p).exists():
+        if not isinstance(p, Side) and not Path(p).exists():
             raise InputError(f"{p}: no such file or folder ({what} images: a folder or an .npz embeddings file)")
 
-    acfg = cfg.analysis or AnalysisConfig(seed=cfg.seed, k=cfg.k)
-    acfg.exact_max_pairs = cfg.exact_max_pairs
+    if not isinstance(cfg, AuditConfig):
+        raise TypeError(f"cfg must be an AuditConfig, got {type(cfg).__name__}")
+    acfg = cfg.analysis  # frozen; this run's changes are made with dataclasses.replace
     classifier = None
     if cfg.classifier:
         from .embedders import make_torchscript
@@ -358,13 +363,16 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
                              "(\"class_names\": [...]) so that its outputs can be named")
         if len(classifier.class_names) != classifier.dim:
             raise InputError(f"{cfg.classifier}: {len(classifier.class_names)} class names but the model returns {classifier.dim} outputs")
-        acfg.classifier_id, acfg.classifier_names = classifier.id, classifier.class_names
+        acfg = dataclasses.replace(acfg, classifier_id=classifier.id, classifier_names=list(classifier.class_names))
     embedder_objs: dict = {}
     sides: dict[str, Side] = {}
     t0 = time.perf_counter()
     from .stats_file import is_stats_file
 
     for name, p in (("real", real_path), ("gen", gen_path)):
+        if isinstance(p, Side):  # arrays / FeatureSets from the Python API
+            sides[name] = dataclasses.replace(p, name=name)
+            continue
         if is_features_file(p):
             if is_stats_file(p):
                 if name == "gen":
@@ -394,7 +402,9 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
                         weights = [w]
                     seed = desc.get("seed")
                     if seed is not None and cfg.seed != seed and w == "random":
-                        cfg.seed = int(seed)
+                        # random weights must match the features file's seed; the caller's config is not changed
+                        cfg = cfg.replace(seed=int(seed))
+                        acfg = dataclasses.replace(acfg, seed=int(seed))
             else:
                 names = list(DEFAULT_EMBEDDERS)
         embs = build_embedders(names, weights, seed=cfg.seed, cache_dir=cfg.cache_dir, offline=cfg.offline, progress=cfg.progress)
@@ -403,7 +413,7 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
         from .engine_ray import select_engine
 
         engine_fn = select_engine(cfg.engine, ray_address=cfg.ray_address, shard_dir=cfg.shard_dir)
-        cache = open_cache(cfg.cache_dir, cfg.use_cache)
+        cache = open_cache(cfg.cache_dir, cfg.use_cache, rehash=cfg.rehash)
         try:
             for name, p in folder_sides:
                 if not Path(p).is_dir():
@@ -415,8 +425,20 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
                 cache.close()
     timings["embed"] = time.perf_counter() - t0
     real, gen = sides["real"], sides["gen"]
+    if real.kind == "stats" and list(real.stats) == [UNKNOWN_EMBEDDER] and UNKNOWN_EMBEDDER not in gen.features:
+        # a pytorch-fid / clean-fid statistics file names no embedder: use the generated side's, by dimension
+        dim = real.stats[UNKNOWN_EMBEDDER].dim
+        match = [e for e, f in gen.features.items() if f.shape[1] == dim and e != acfg.classifier_id]
+        if not match:
+            raise InputError(f"{real.source}: statistics of dimension {dim} match none of the generated side's embedders "
+                             f"({', '.join(f'{e} ({f.shape[1]}-d)' for e, f in gen.features.items())})")
+        real.stats = {match[0]: real.stats[UNKNOWN_EMBEDDER]}
+        real.embedders = {match[0]: real.embedders[UNKNOWN_EMBEDDER]}
+        notes.append(f"{real.source} names no embedder; its statistics were compared in {match[0]}'s space: the FID is "
+                     "meaningful only if they were computed with the same network and preprocessing.")
     for s in (real, gen):
-        if s.n_images < 2:
+        notes.extend(s.notes)
+        if s.n_images < 2 and s.count_known:
             raise InputError(f"{s.source}: {s.n_images} usable image(s) on the {s.name} side; a scan needs at least 2 per side")
 
     ids = pair_embedders(real, gen, exclude=[acfg.classifier_id] if acfg.classifier_id else [])
@@ -429,8 +451,7 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
         per = {e: stats_only_metrics(real.stats[e], gen.features[e], cfg) for e in ids}
         notes.append(f"--real {real.source} holds statistics only (mean, covariance, count): FID computed; "
                      f"{', '.join(NEEDS_FEATURES)} need the real features and were skipped.")
-        acfg.skip = True
-        acfg.skip_note = False
+        acfg = dataclasses.replace(acfg, skip=True, skip_note=False)
     else:
         per = {e: compute_metrics(real.features[e], gen.features[e], cfg, notes, e, progress=reporter) for e in ids}
     timings["metrics"] = time.perf_counter() - t0

@@ -243,8 +243,8 @@ def live(tmp_path_factory):
     """A real scan (random CLIP weights, 3 classes real / 2 gen + exact copies), report written as the scan would."""
     import os
 
-    from collapse_audit.pipeline import scan_and_write
-    from collapse_audit.scan import ScanConfig, run_scan
+    from collapse_audit.api import audit
+    from collapse_audit.scan import ScanConfig
 
     root = tmp_path_factory.mktemp("live")
     real_dir, gen_dir = write_planted(root)
@@ -254,26 +254,15 @@ def live(tmp_path_factory):
     try:
         cfg = ScanConfig(embedders=["clip:ViT-S-32/openai"], weights=["random"], workers=0, kid_subsets=10,
                          kid_subset_size=20, progress=False, cache_dir=str(cache))
-        captured = {}
-
-        def spy(gen, real, c):
-            captured["v"] = run_scan(gen, real, c)
-            return captured["v"]
-
-        import collapse_audit.scan as S
-
-        orig = S.run_scan
-        S.run_scan = spy
-        try:
-            results, _, rpath = scan_and_write(gen_dir, real_dir, cfg, out_dir=root / "out")
-        finally:
-            S.run_scan = orig
+        res = audit(gen_dir, real_dir, cfg)  # the result carries the sides it compared
+        rpath = res.write(root / "out")
+        results = res.to_dict()
     finally:
         if old is None:
             os.environ.pop("COLLAPSE_AUDIT_CACHE", None)
         else:
             os.environ["COLLAPSE_AUDIT_CACHE"] = old
-    _, real, gen = captured["v"]
+    real, gen = res.real, res.gen
     out = rpath.parent
     html = out / "report.html"
     if not (out / R.REPORT_DATA_NAME).is_file() or not html.is_file():  # until the scan writes the report itself

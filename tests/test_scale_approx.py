@@ -254,18 +254,40 @@ def test_choose_method_thresholds():
     assert scale.choose_method(40_000, 40_000, 512, memory_budget_bytes=2**20) == "approx"
 
 
-def test_prdc_at_scale_routes_by_size():
+def test_prdc_auto_routes_by_size_and_records_the_backend():
     rng = np.random.default_rng(6)
     real = rng.standard_normal((1500, 8)).astype(np.float32)
     gen = rng.standard_normal((1500, 8)).astype(np.float32)
-    ex = scale.prdc_at_scale(real, gen)
-    assert ex["prdc_method"] == "exact" and ex["approximation"] is None
+    ex = scale.prdc(real, gen)
+    assert isinstance(ex, M.PRDCResult)
+    assert ex.method == "exact" and ex.approximation is None
     ref = M.prdc(real, gen)
-    assert ex["precision"] == ref.precision and ex["coverage"] == ref.coverage
-    ap = scale.prdc_at_scale(real, gen, exact_max_pairs=1e5, n_sub=500)
-    assert ap["prdc_method"] == "approx" and ap["approximation"]["n_sub"] == {"gen": 500, "real": 500}
+    assert ex.precision == ref.precision and ex.coverage == ref.coverage
+    ap = scale.prdc(real, gen, exact_max_pairs=1e5, n_sub=500)
+    assert isinstance(ap, M.PRDCResult) and ap.method == "approx"
+    assert ap.approximation["n_sub"] == {"gen": 500, "real": 500}
     for name in METRICS:
-        assert abs(ap[name] - getattr(ref, name)) < 0.05
+        assert abs(getattr(ap, name) - getattr(ref, name)) < 0.05
+        # the metrics are the means of the recorded per-sample terms, on both backends
+        for r in (ex, ap):
+            assert getattr(r, name) == pytest.approx(float(np.mean(getattr(r.indicators, FIELDS[name]))), abs=1e-12)
+    forced = scale.prdc(real, gen, method="exact", exact_max_pairs=1e5)
+    assert forced.method == "exact" and forced.precision == ref.precision
+    with pytest.raises(ValueError, match="method"):
+        scale.prdc(real, gen, method="fast")
+
+
+def test_bootstrap_from_indicators_equals_prdc_bootstrap_and_works_on_approx():
+    rng = np.random.default_rng(11)
+    real = rng.standard_normal((800, 8)).astype(np.float32)
+    gen = (rng.standard_normal((700, 8)) * 1.2).astype(np.float32)
+    ref = M.prdc_bootstrap(real, gen, k=5, n_boot=200, seed=3)
+    via = M.indicator_bootstrap(M.prdc(real, gen, k=5).indicators, n_boot=200, seed=3)
+    assert via.low == ref.low and via.high == ref.high and via.estimate == ref.estimate
+    ap = scale.prdc(real, gen, k=5, method="approx", n_sub=300)
+    b = M.indicator_bootstrap(ap.indicators, n_boot=200, seed=3)
+    for name in METRICS:
+        assert b.low[name] <= getattr(ap, name) <= b.high[name]
 
 
 # --------------------------------------------------------------------------- duplicates with an IVF index

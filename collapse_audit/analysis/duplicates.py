@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import COPY_QUANTILE
 from ..progress import ProgressReporter
 
 __all__ = ["find_duplicates", "measure_search_error", "identical_row_codes", "distinct_rows", "DEFAULT_DUP_THRESHOLD", "DEFAULT_COPY_QUANTILE"]
@@ -40,7 +41,7 @@ __all__ = ["find_duplicates", "measure_search_error", "identical_row_codes", "di
 #: real images sit closer together than 0.05 do not call everything a duplicate.
 DEFAULT_DUP_THRESHOLD = 0.05
 #: Default calibration quantile of the real nearest-neighbour distances.
-DEFAULT_COPY_QUANTILE = 0.01
+DEFAULT_COPY_QUANTILE = COPY_QUANTILE  # one default for Python and CLI users (was 0.01 here, 0.001 in the CLI)
 #: Real nearest-neighbour distances at or below this are exact duplicates
 #: inside the real set and are left out of the calibration.
 _ZERO = 1e-6
@@ -439,7 +440,7 @@ def find_duplicates(
     Generated vs real (``gen_vs_real``, when ``real`` is given), after Alaa et
     al. (2022) and Carlini et al. (2023): the threshold is calibrated on the
     real set, ``d_copy = quantile_q({min_{r' != r} d(r, r') : r in real})``
-    with ``q = copy_quantile`` (default 1%, numpy's linear interpolation), the
+    with ``q = copy_quantile`` (default 0.1%, :data:`collapse_audit.config.COPY_QUANTILE`; numpy's linear interpolation), the
     nearest *other* real image found by FAISS kNN with k = 2; real images whose
     nearest other is an exact duplicate (``d <= 1e-6`` or equal hash) are left
     out, so duplicates inside the training set do not drive ``d_copy`` to 0.

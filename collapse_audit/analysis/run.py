@@ -14,36 +14,14 @@ could not be computed, with the reason in ``notes``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
+from ..config import AnalysisConfig  # noqa: F401  (re-exported: its old home)
 from ..errors import UsageError
 
 
-
-@dataclass
-class AnalysisConfig:
-    """Options of the analysis stage (the scan's CLI flags)."""
-
-    space: str | None = None  # embedder name/id prefix for clustering and duplicates; default: CLIP, else primary
-    clusters: int | None = None
-    alpha: float = 0.05
-    seed: int = 0
-    k: int = 5
-    labels: str | None = None  # 'folders'
-    manifest: str | None = None
-    classes: list[str] | None = None
-    classifier_id: str | None = None  # TorchScript classifier embedder id (its logits are in the sides' features)
-    classifier_names: list[str] | None = None
-    subgroups: list[str] = field(default_factory=list)
-    intersections: list[tuple[str, str]] = field(default_factory=list)
-    dup_threshold: float | None = None
-    copy_quantile: float = 0.001
-    skip: bool = False
-    exact_max_pairs: float = 2.5e9  # above: approximate (IVF) duplicate search
-    skip_note: bool = True  # say in notes that the analysis was skipped by --no-analysis
 
 
 def pick_space(ids: Sequence[str], requested: str | None) -> str:
