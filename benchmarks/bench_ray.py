@@ -45,7 +45,7 @@ def main() -> None:
     from rich.table import Table
 
     from collapse_audit.discover import discover_images
-    from collapse_audit.embed import embed_files
+    from collapse_audit.embedding import embed_files
     from collapse_audit.engine_ray import embed_files_ray
     from collapse_audit.pipeline import build_embedders
     from conftest import write_images

@@ -7,9 +7,11 @@ folders, inside a training loop or a notebook::
     >>> import numpy as np
     >>> from collapse_audit import audit
     >>> rng = np.random.default_rng(0)
-    >>> real = rng.standard_normal((300, 16)).astype(np.float32)
-    >>> res = audit(gen=real[:150] * 0.5, real=real)
-    >>> res.metrics["coverage"] < 0.9
+    >>> centres = rng.normal(scale=8, size=(4, 16))
+    >>> real = (centres[rng.integers(0, 4, 600)] + rng.standard_normal((600, 16))).astype(np.float32)
+    >>> gen = (centres[rng.integers(0, 2, 400)] + rng.standard_normal((400, 16))).astype(np.float32)
+    >>> res = audit(gen=gen, real=real)   # the generator produces two of the four modes
+    >>> res.metrics["coverage"] < 0.6
     True
 
 Nothing here prints, exits, or writes unless asked (:meth:`AuditResult.write`).
@@ -253,7 +255,7 @@ def embed(source, embedder: str = "inception", *, weights: Sequence[str] | None 
     ``weights=["random"]``). The feature cache is used for folders and files
     (``use_cache=None``) and not for in-memory images.
     """
-    from .embed import embed_files, embed_folder
+    from .embedding import embed_files, embed_folder
     from .pipeline import build_embedders, open_cache
 
     embs = build_embedders([embedder], weights, seed=seed, cache_dir=cache_dir, offline=offline, progress=False)

@@ -101,7 +101,7 @@ CREATE TABLE IF NOT EXISTS filehash_v2 (path TEXT PRIMARY KEY, size INTEGER NOT 
 RACY_MARGIN_NS = 2_000_000_000
 #: Environment variable forcing every file to be re-hashed (``1``, ``true``, ``yes`` or ``on``).
 ENV_REHASH = "COLLAPSE_AUDIT_REHASH"
-#: Reason prefix of a preprocessing failure (see ``collapse_audit.embed.decode_and_preprocess``).
+#: Reason prefix of a preprocessing failure (see ``collapse_audit.embedding.decode_and_preprocess``).
 PREPROCESS_FAILURE_PREFIX = "preprocessing failed for "
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}\Z")

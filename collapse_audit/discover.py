@@ -89,7 +89,7 @@ class Discovery:
         """Add ``unreadable`` to an embedding result's ``failures`` and ``n_files``; returns ``result``.
 
         ``result`` is anything with ``failures`` (list of ``{"path", "reason"}``)
-        and ``n_files`` (int), e.g. :class:`collapse_audit.embed.EmbedResult`,
+        and ``n_files`` (int), e.g. :class:`collapse_audit.embedding.EmbedResult`,
         and optionally a ``stats`` dict (its ``n_files``/``n_failed`` are
         updated). The failures end up in discovery order (sorted by path
         components), as the embedder's own are.

@@ -1,9 +1,9 @@
 """``--engine ray``: embed on a Ray cluster with Ray Data (batch inference).
 
 Same contract and same answers as the local engine
-(:func:`collapse_audit.embed.embed_files`): the driver hashes the files, looks
+(:func:`collapse_audit.embedding.embed_files`): the driver hashes the files, looks
 them up in the content-addressed cache and assembles the result in the local
-engine's order through the shared :func:`collapse_audit.embed.embed_cached`;
+engine's order through the shared :func:`collapse_audit.embedding.embed_cached`;
 only cache misses go to Ray, and the features that come back are written to
 the cache in the driver as they arrive (an interrupted run resumes).
 
@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import FeatureCache
-from .embed import EmbedResult, decode_and_preprocess, embed_cached
+from .embedding import EmbedResult, decode_and_preprocess, embed_cached
 from .embedders import Embedder
 from .errors import InputError, UsageError
 from .progress import ProgressReporter
@@ -93,7 +93,7 @@ def decode_batch(batch: dict, *, ids: Sequence[str], preprocess: Sequence, max_p
     embedder k needs this file). Returns ``index``, ``reason`` ("" when the
     file decoded) and one binary column ``x<k>`` per embedder (the ``.npy``
     bytes of the CHW float tensor, empty when not needed or failed). Uses the
-    local engine's :func:`collapse_audit.embed.decode_and_preprocess`, so the
+    local engine's :func:`collapse_audit.embedding.decode_and_preprocess`, so the
     tensors and failure reasons are the same.
     """
     pre = dict(zip(ids, preprocess))
@@ -118,7 +118,7 @@ class EmbedActor:
 
     def __init__(self, embedders: Sequence[Embedder], device: str, amp: bool, shard_dir: str | None,
                  preload: Sequence[bool] = ()):
-        from .embed import resolve_device
+        from .embedding import resolve_device
 
         self.embedders = list(embedders)
         self.device = resolve_device(device)
@@ -232,7 +232,7 @@ def embed_files_ray(
     max_pixels: int | None = None,
     num_cpus: int | None = None,
 ) -> EmbedResult:
-    """Embed ``rel_paths`` under ``root`` on Ray; same result as :func:`collapse_audit.embed.embed_files`.
+    """Embed ``rel_paths`` under ``root`` on Ray; same result as :func:`collapse_audit.embedding.embed_files`.
 
     Ray Data batch inference (see the module docstring for the pipeline and
     the shard layout). ``workers``: size of the embedder actor pool (default:
@@ -347,7 +347,7 @@ ENGINES = ("local", "ray")
 
 def select_engine(engine: str = "local", *, ray_address: str | None = None, shard_dir: str | os.PathLike | None = None,
                   num_cpus: int | None = None):
-    """The embedding function for ``--engine``: a callable with :func:`collapse_audit.embed.embed_files`'s signature.
+    """The embedding function for ``--engine``: a callable with :func:`collapse_audit.embedding.embed_files`'s signature.
 
     ``local`` -> ``embed_files``; ``ray`` -> :func:`embed_files_ray` bound to
     ``ray_address``/``shard_dir``/``num_cpus``, checking at once that Ray is
@@ -356,7 +356,7 @@ def select_engine(engine: str = "local", *, ray_address: str | None = None, shar
     """
     from functools import partial
 
-    from .embed import embed_files
+    from .embedding import embed_files
 
     name = (engine or "local").strip().lower()
     if name == "local":

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from . import weights as W
 from .cache import FeatureCache
-from .embed import EmbedResult, embed_folder
+from .embedding import EmbedResult, embed_folder
 from .embedders import (
     Embedder,
     make_embedder,

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__
-from .embed import embed_folder
+from .embedding import embed_folder
 from .embedders import Embedder
 from .config import DEFAULT_EMBEDDERS, AuditConfig
 from .errors import InputError

@@ -82,7 +82,7 @@ def test_clip_preprocess_refuses_an_extreme_image_handed_to_it_directly():
 
 def test_embedding_records_the_sliver_as_a_failure_and_embeds_the_others(tmp_path):
     pytest.importorskip("open_clip")
-    from collapse_audit.embed import embed_folder
+    from collapse_audit.embedding import embed_folder
     from collapse_audit.pipeline import build_embedders
 
     write_images(tmp_path / "imgs", 3, size=(40, 30), seed=3)
@@ -105,7 +105,7 @@ _PEAK_SCRIPT = textwrap.dedent(
     import json, resource, sys
     from PIL import Image
     from collapse_audit import decode as D
-    from collapse_audit.embed import decode_and_preprocess
+    from collapse_audit.embedding import decode_and_preprocess
     from collapse_audit.embedders import _ClipPreprocess
 
     def vmdata():

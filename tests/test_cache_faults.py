@@ -23,7 +23,7 @@ from collapse_audit import cache as C
 from collapse_audit.cache import FeatureCache
 from collapse_audit.decode import DEFAULT_MAX_PIXELS
 from collapse_audit.discover import discover_images
-from collapse_audit.embed import DECODER_ID, embed_files, embed_folder
+from collapse_audit.embedding import DECODER_ID, embed_files, embed_folder
 from collapse_audit.errors import CollapseAuditWarning
 from collapse_audit.pipeline import build_embedders, embed_to_file, open_cache
 from conftest import write_images

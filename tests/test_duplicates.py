@@ -255,7 +255,7 @@ def test_reencoded_real_images_found_with_clip(tmp_path):
     """
     from PIL import Image
 
-    from collapse_audit.embed import embed_folder
+    from collapse_audit.embedding import embed_folder
     from collapse_audit.pipeline import build_embedders
     from conftest import write_images
 

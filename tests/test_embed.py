@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from collapse_audit import weights as W
-from collapse_audit.embed import embed_folder
+from collapse_audit.embedding import embed_folder
 from collapse_audit.features import load_features
 from collapse_audit.models.inception import random_fid_state_dict
 from collapse_audit.pipeline import build_embedders, open_cache

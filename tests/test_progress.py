@@ -5,7 +5,7 @@ import io
 
 from rich.console import Console
 
-from collapse_audit.embed import embed_folder
+from collapse_audit.embedding import embed_folder
 from collapse_audit.pipeline import build_embedders
 from collapse_audit.progress import ProgressReporter, RichProgress, default_reporter
 from conftest import write_images

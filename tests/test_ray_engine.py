@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from collapse_audit.cache import FeatureCache
-from collapse_audit.embed import embed_files
+from collapse_audit.embedding import embed_files
 from collapse_audit.errors import UsageError
 from collapse_audit.pipeline import build_embedders
 

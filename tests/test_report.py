@@ -300,7 +300,7 @@ def _metric_cells(html: str) -> list[str]:
 
 
 def test_report_command_rerenders_without_embedding(live, run_cli, monkeypatch, tmp_path):
-    import collapse_audit.embed as E
+    import collapse_audit.embedding as E
 
     def boom(*a, **k):
         raise AssertionError("the report command must not embed images")
