@@ -19,6 +19,7 @@ actually needs embedding.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,10 +147,6 @@ class Embedder:
         for prm in model.parameters():
             prm.requires_grad_(False)
         if device.startswith("cuda"):
-            # Exact fp32 unless mixed precision is asked for: TF32 convolutions
-            # would move Inception features beyond the 1e-4 parity tolerance.
-            torch.backends.cudnn.allow_tf32 = amp
-            torch.backends.cuda.matmul.allow_tf32 = amp
             model = model.to(device, memory_format=torch.channels_last)
         else:
             model = model.to(device)
@@ -166,7 +163,7 @@ class Embedder:
         x = batch.to(self._device, non_blocking=True)
         if self._device.startswith("cuda"):
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        with torch.inference_mode(), _tf32(self._device.startswith("cuda") and self._amp):
             if self._amp and self._device.startswith("cuda"):
                 with torch.autocast("cuda", dtype=torch.float16):
                     y = self._model(x)
@@ -372,13 +369,17 @@ class ClipEmbedder(Embedder):
         import logging
 
         quick = bool(_clip_pretrained_cfg(self.arch, self.pretrained).get("quick_gelu", False))
+        # open_clip logs "no pretrained weights" (root logger) for random/file modes: drop only its
+        # own records below ERROR during this call; no logger's level changes.
+        def quiet(record):
+            return record.levelno >= logging.ERROR or "open_clip" not in (record.pathname or "")
+
         root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # open_clip logs "no pretrained weights" for random/file modes
+        root.addFilter(quiet)
         try:
             return open_clip.create_model(self.arch, force_quick_gelu=quick, **kw)
         finally:
-            root.setLevel(level)
+            root.removeFilter(quiet)
 
     def _build(self):
         import torch
@@ -440,6 +441,23 @@ def _clip_in_open_clip_cache(pcfg: dict, oc_dir) -> bool:
             return True
     url = pcfg.get("url") or ""
     return bool(url) and (d / os.path.basename(url)).is_file()
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    """TF32 matmuls/convolutions on or off for one model call, restored afterwards (no process-wide change).
+
+    Exact fp32 unless mixed precision is asked for: TF32 convolutions would move
+    Inception features beyond the 1e-4 parity tolerance.
+    """
+    import torch
+
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def clip_encode_text(emb: "ClipEmbedder", prompts: Sequence[str], batch_size: int = 256) -> np.ndarray:

@@ -163,3 +163,19 @@ def test_public_names_are_not_shadowed_by_submodules():
     import collapse_audit.embedding  # noqa: F401  (the cached embedding stage, imported after the API)
 
     assert callable(ca.embed) and ca.embed.__module__ == "collapse_audit.api"
+
+
+def test_loading_and_running_a_model_leaves_global_state_alone():
+    """No process-wide side effects: the root logger's level and torch's TF32 flags are unchanged."""
+    import logging
+
+    torch = pytest.importorskip("torch")
+    from collapse_audit.embedders import WeightsChoice, make_clip
+
+    root = logging.getLogger()
+    before = (root.level, list(root.filters), torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    e = make_clip("ViT-S-32/openai", WeightsChoice("random", seed=0))
+    e.load("cpu")
+    e.embed_batch(torch.zeros(1, 3, 224, 224))
+    after = (root.level, list(root.filters), torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    assert after == before
