@@ -51,7 +51,7 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 demo: install
-	$(PY) -m collapse_audit.demo
+	$(PY) examples/digits_demo.py
 
 bench: install
 	$(PY) benchmarks/bench_metrics.py

@@ -30,11 +30,16 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import gate as G
+from . import metrics as M
 from .config import AuditConfig
+from .embedding import embed_files, embed_folder
 from .errors import InputError, UsageError
 from .features import FeatureSet
 from .outputs import check_output_dir, check_output_file, remove_stale_artefacts, write_atomic
-from .scan import Side, run_scan, side_from_featureset
+from .pipeline import build_embedders, open_cache, resource_usage
+from .report import render_report, write_report
+from . import scan as _scan
+from .scan import Side, side_from_featureset
 
 __all__ = ["AuditResult", "audit", "embed", "FIDResult", "fid"]
 
@@ -94,8 +99,6 @@ class AuditResult:
 
 
 def _write(res: AuditResult, out: Path, *, report: bool, junit, env) -> Path:
-    from .pipeline import resource_usage
-
     results = res.results
     if res.verdict is None:
         res.check([])
@@ -108,8 +111,6 @@ def _write(res: AuditResult, out: Path, *, report: bool, junit, env) -> Path:
         G.write_junit(gate_result, junit)
     G.append_github_summary(gate_result, results, env=env)
     if report:
-        from .report import render_report, write_report
-
         t0 = time.perf_counter()
         if res.real.kind == "stats":  # no real features: no map, no galleries
             render_report(results, None, out / "report.html")
@@ -160,7 +161,7 @@ def audit(gen, real, config: AuditConfig | None = None, **options: Any) -> Audit
         if bad:
             raise UsageError(f"unknown audit option(s): {', '.join(bad)} (see collapse_audit.AuditConfig)")
         cfg = dataclasses.replace(cfg, **options)
-    results, real_side, gen_side = run_scan(_as_side(gen, "gen"), _as_side(real, "real"), cfg)
+    results, real_side, gen_side = _scan.run_scan(_as_side(gen, "gen"), _as_side(real, "real"), cfg)  # via the module: patchable
     return AuditResult(results=results, real=real_side, gen=gen_side, config=cfg)
 
 
@@ -187,8 +188,6 @@ class FIDResult:
 
 def fid(real, gen) -> FIDResult:
     """FID of ``real`` (N, D) and ``gen`` (M, D) features (arrays or torch tensors); see :class:`FIDResult`."""
-    from . import metrics as M
-
     r, g = _array(real, "real"), _array(gen, "gen")
     if r.shape[1] != g.shape[1]:
         raise ValueError(f"real has {r.shape[1]} features but gen has {g.shape[1]}")
@@ -255,9 +254,6 @@ def embed(source, embedder: str = "inception", *, weights: Sequence[str] | None 
     ``weights=["random"]``). The feature cache is used for folders and files
     (``use_cache=None``) and not for in-memory images.
     """
-    from .embedding import embed_files, embed_folder
-    from .pipeline import build_embedders, open_cache
-
     embs = build_embedders([embedder], weights, seed=seed, cache_dir=cache_dir, offline=offline, progress=False)
     kw = dict(device=device, batch_size=batch_size, workers=workers, amp=amp)
     with tempfile.TemporaryDirectory(prefix="collapse-audit-embed-") as tmp:

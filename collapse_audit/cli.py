@@ -18,7 +18,14 @@ from rich.text import Text
 
 from . import __version__
 from . import config as C
-from .errors import EXIT_USAGE, CollapseAuditError, UsageError
+from . import gate as G
+from . import report_cli
+from . import weights as W
+from .config import AnalysisConfig
+from .config import AuditConfig as ScanConfig
+from .errors import EXIT_USAGE, CollapseAuditError, CollapseAuditWarning, UsageError
+from .interpret import interpret
+from .keys import HEADLINE
 from .outputs import check_output_dir, check_output_file
 
 app = typer.Typer(
@@ -238,14 +245,22 @@ def scan(
     shard_dir: Optional[Path] = typer.Option(None, "--shard-dir", help="Ray engine: folder (shared storage) for feature shards; default: via Ray's object store."),
 ):
     """Compare generated images with real ones: metrics, results.json, and a CI gate (exit 1 when a rule fails)."""
-    from . import gate as G
-    from .analysis.run import AnalysisConfig
     from .api import audit
-    from .scan import ScanConfig
 
     rules = [G.parse_rule(r) for r in (fail_on or [])]
     if policy is not None:
         rules += G.load_policy(policy)
+    if rules:  # every rule's key, and the analysis it needs, before any work
+        columns = _manifest_columns(manifest)
+        G.check_rules_static(
+            rules,
+            has_labels=bool(labels or classes or classes_file or classifier)
+            or (manifest is not None and (columns is None or "label" in columns))
+            or any(_features_have_labels(p) for p in (gen, real)),
+            has_subgroups=bool(subgroup)
+            or (manifest is not None and (columns is None or bool(columns - {"path", "label", "side"}))),
+            analysis=not no_analysis,
+        )
     if labels not in (None, "folders"):
         raise UsageError(f"--labels {labels}: the only label source by name is 'folders' (use --manifest, --classes or --classifier)")
     class_list = None
@@ -303,6 +318,41 @@ def scan(
         out.print(Text.assemble(("gate passed", "green"), f" ({len(rules)} rule(s))"))
 
 
+def _manifest_columns(manifest: Optional[Path]) -> Optional[set]:
+    """The header of a manifest CSV (first record only), or None when there is none or it cannot be read here.
+
+    None means "unknown": the gate's pre-check then assumes the manifest may
+    hold labels and attributes, and the manifest's own errors come later.
+    """
+    if manifest is None:
+        return None
+    import csv
+    import io
+
+    try:
+        with open(manifest, "rb") as f:
+            head = f.read(1 << 16)
+        if head.startswith(b"\xef\xbb\xbf"):
+            head = head[3:]
+        row = next(csv.reader(io.StringIO(head.decode("utf-8", errors="replace"), newline="")))
+    except (OSError, StopIteration, csv.Error):
+        return None
+    return {c.strip() for c in row}
+
+
+def _features_have_labels(path: Path) -> bool:
+    """Whether ``path`` is an embeddings file with a ``labels`` member (its zip directory only; no array is read)."""
+    import zipfile
+
+    try:
+        if path.suffix.lower() != ".npz" or not path.is_file():
+            return False
+        with zipfile.ZipFile(path) as z:
+            return any(n in ("labels", "labels.npy") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return True  # unreadable here: let the loader say why, later; do not refuse the rule for it
+
+
 def _print_scan_summary(results: dict):
     for n in results.get("notes", []):
         style = "bold yellow" if n.startswith("RANDOM") else "yellow"
@@ -312,16 +362,15 @@ def _print_scan_summary(results: dict):
               f"generated: {ins['gen']['n_images']} images ({ins['gen']['n_failed']} failed)")
     for eid, block in results["by_embedder"].items():
         m = block["metrics"]
-        from .scan import interpret
-
         t = Table(title=f"{eid}" + ("  [primary]" if eid == results["primary_embedder"] else ""), title_justify="left")
         t.add_column("metric")
         t.add_column("value", justify="right")
         t.add_column("what it means", overflow="fold")
         notes = interpret(m)
-        for key in ("fid", "kid", "precision", "recall", "density", "coverage"):
+        for spec in HEADLINE:
+            key = spec.leaf
             v = m.get(key)
-            val = "-" if v is None else (f"{v:.4g}" if key != "kid" else f"{v:.4g} +/- {m.get('kid_std') or 0:.2g}")
+            val = "-" if v is None else (f"{v:{spec.fmt}}" if not spec.spread else f"{v:{spec.fmt}} +/- {m.get(spec.spread) or 0:.2g}")
             ci = (m.get("ci") or {}).get(key)
             if ci:
                 val += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
@@ -364,7 +413,6 @@ def _print_findings(results: dict):
 @models_app.command("list")
 def models_list(cache_dir: Optional[Path] = typer.Option(None, "--cache-dir")):
     """List known weights, where they come from and whether they are present."""
-    from . import weights as W
     from .embedders import clip_import_path, clip_source, DEFAULT_CLIP
 
     t = Table(title=f"weights cache: {W.weights_dir(cache_dir)}", title_justify="left")
@@ -416,8 +464,6 @@ def models_path(name: str = typer.Argument(...), cache_dir: Optional[Path] = typ
 
 # --------------------------------------------------------------------------- report / compare
 def _register_report_commands():
-    from . import report_cli
-
     report_cli.register(app, out, err)
 
 
@@ -465,8 +511,6 @@ def _one_line(text: str) -> str:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """Warnings reach the user as one line; third-party library warnings only with COLLAPSE_AUDIT_DEBUG."""
-    from .errors import CollapseAuditWarning
-
     if issubclass(category, CollapseAuditWarning):
         err.print(f"collapse-audit: warning: {_one_line(message)}", style="yellow")
     elif os.environ.get("COLLAPSE_AUDIT_DEBUG"):

@@ -16,27 +16,24 @@ import math
 import os
 from pathlib import Path
 
+from . import keys as K
 from .errors import InputError
+from .report import _environment, write_html
 
 __all__ = ["METRICS", "load_results", "compare_results", "render_compare"]
 
-# (name, getter path, direction, tolerance, label)
-# direction: "lower" | "higher" | "one" (closer to 1 is better)
+def _getter(path: str, reduce: str = "value") -> tuple:
+    return tuple(path.split(".")) + (("#len",) if reduce == "len" else ())
+
+
+# (name, getter path, direction, tolerance, label): the compared numbers of the one table (keys.METRICS).
+# direction: "lower" | "higher" | "one" (closer to 1 is better); tolerance "std": getter of the spread
 METRICS = [
-    ("fid", ("metrics", "fid"), "lower", {"rel": 0.01, "abs": 1e-6}, "FID"),
-    ("kid", ("metrics", "kid"), "lower", {"rel": 0.0, "abs": 1e-4, "std": True}, "KID"),
-    ("precision", ("metrics", "precision"), "higher", {"rel": 0.0, "abs": 0.005}, "precision"),
-    ("recall", ("metrics", "recall"), "higher", {"rel": 0.0, "abs": 0.005}, "recall"),
-    ("density", ("metrics", "density"), "one", {"rel": 0.0, "abs": 0.01}, "density"),
-    ("coverage", ("metrics", "coverage"), "higher", {"rel": 0.0, "abs": 0.005}, "coverage"),
-    ("dropped_clusters", ("clusters", "dropped", "#len"), "lower", {"rel": 0.0, "abs": 0.0}, "dropped clusters"),
-    ("ndb_fraction", ("clusters", "ndb_fraction"), "lower", {"rel": 0.0, "abs": 0.005}, "NDB/k"),
-    ("dropped_classes", ("classes", "dropped", "#len"), "lower", {"rel": 0.0, "abs": 0.0}, "dropped classes"),
-    ("class_max_gap", ("classes", "max_gap"), "lower", {"rel": 0.0, "abs": 0.005}, "largest class gap"),
-    ("dropped_subgroups", ("subgroups", "dropped", "#len"), "lower", {"rel": 0.0, "abs": 0.0}, "dropped subgroups"),
-    ("subgroup_max_gap", ("subgroups", "max_gap"), "lower", {"rel": 0.0, "abs": 0.005}, "largest subgroup gap"),
-    ("dup_fraction", ("duplicates", "within_gen", "dup_fraction"), "lower", {"rel": 0.0, "abs": 0.002}, "near-duplicate fraction"),
-    ("memorized_fraction", ("duplicates", "gen_vs_real", "memorized_fraction"), "lower", {"rel": 0.0, "abs": 0.001}, "memorized fraction"),
+    (s.alias, _getter(s.path, s.reduce), s.better,
+     {"rel": s.compare_rel, "abs": s.compare_abs,
+      **({"std": _getter(s.path.rsplit(".", 1)[0] + "." + s.spread)} if s.spread else {})},
+     s.name)
+    for s in K.COMPARED
 ]
 
 
@@ -111,8 +108,8 @@ def compare_results(old: dict, new: dict) -> dict:
     rows = []
     for name, path, direction, tol, label in METRICS:
         o, n = _get(old, path), _get(new, path)
-        os_ = _get(old, ("metrics", "kid_std")) if name == "kid" else None
-        ns_ = _get(new, ("metrics", "kid_std")) if name == "kid" else None
+        os_ = _get(old, tol["std"]) if tol.get("std") else None
+        ns_ = _get(new, tol["std"]) if tol.get("std") else None
         rows.append({
             "name": name,
             "label": label,
@@ -171,6 +168,4 @@ def _summary(res: dict) -> dict:
 
 def render_compare(cmp: dict, out_html: str | os.PathLike) -> Path:
     """Write the comparison as one self-contained HTML file (same style as the report); return its path."""
-    from .report import _environment, write_html
-
     return write_html(_environment().get_template("compare.html.j2").render(c=cmp), out_html)

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import weights as W
+from .decode import DEFAULT_MAX_ASPECT_RATIO
 from .errors import UsageError, WeightsError
 
 DEFAULT_CLIP = "ViT-B-32/openai"
@@ -322,8 +323,6 @@ def _check_short_side_resize(img) -> None:
     Cropping the source first is not bit-identical to open_clip's resize-then-crop
     (PIL's resampling of a box differs by one level on most images), so refuse.
     """
-    from .decode import DEFAULT_MAX_ASPECT_RATIO
-
     size = getattr(img, "size", None)  # PIL (width, height); tensors are left to open_clip
     if not isinstance(size, tuple) or len(size) != 2:
         return

@@ -29,7 +29,7 @@ from . import decode as D
 from .cache import PREPROCESS_FAILURE_PREFIX, FeatureCache, preprocess_failure_key
 from .discover import discover
 from .embedders import Embedder
-from .errors import InputError
+from .errors import CollapseAuditWarning, InputError
 from .progress import ProgressReporter
 
 DECODER_ID = "pillow-rgb-v2"  # v2: Netpbm decoded, extreme aspect ratios refused (v1 failures are retried)
@@ -346,8 +346,6 @@ def embed_folder(root: str | os.PathLike, embedders: Sequence[Embedder], *, engi
         raise InputError(found.empty_message(root))
     if found.skipped_folders:
         import warnings
-
-        from .errors import CollapseAuditWarning
 
         warnings.warn(f"{root}: {len(found.skipped_folders)} sub-folder(s) could not be opened and were skipped "
                       f"(first: {found.skipped_folders[0]})", CollapseAuditWarning, stacklevel=2)

@@ -55,8 +55,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import embedding as _embedding  # select_engine returns embedding.embed_files as it is at call time
+from . import weights as W
 from .cache import FeatureCache
-from .embedding import EmbedResult, decode_and_preprocess, embed_cached
+from .embedding import EmbedResult, decode_and_preprocess, embed_cached, resolve_device
 from .embedders import Embedder
 from .errors import InputError, UsageError
 from .progress import ProgressReporter
@@ -118,8 +120,6 @@ class EmbedActor:
 
     def __init__(self, embedders: Sequence[Embedder], device: str, amp: bool, shard_dir: str | None,
                  preload: Sequence[bool] = ()):
-        from .embedding import resolve_device
-
         self.embedders = list(embedders)
         self.device = resolve_device(device)
         self.amp = amp
@@ -185,8 +185,6 @@ def _portable(e: Embedder) -> Embedder:
     if hasattr(c, "progress"):
         c.progress = None
     if getattr(c, "cache", None) is None and hasattr(c, "cache"):
-        from . import weights as W
-
         c.cache = str(W.cache_dir(None))
     return c
 
@@ -356,11 +354,9 @@ def select_engine(engine: str = "local", *, ray_address: str | None = None, shar
     """
     from functools import partial
 
-    from .embedding import embed_files
-
     name = (engine or "local").strip().lower()
     if name == "local":
-        return embed_files
+        return _embedding.embed_files
     if name == "ray":
         import_ray()
         return partial(embed_files_ray, ray_address=ray_address, shard_dir=shard_dir, num_cpus=num_cpus)

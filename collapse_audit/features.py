@@ -34,6 +34,7 @@ from typing import Iterable
 import numpy as np
 
 from .errors import InputError
+from .outputs import write_npz_atomic
 
 FORMAT = "collapse-audit-features/1"
 UNKNOWN_EMBEDDER = "unknown"
@@ -109,7 +110,6 @@ def save_features(path: str | os.PathLike, fs: FeatureSet) -> Path:
         arrays["shas"] = np.array(fs.shas, dtype=str)
     if fs.labels is not None:
         arrays["labels"] = np.array(fs.labels, dtype=str)
-    from .outputs import write_npz_atomic
 
     write_npz_atomic(path, arrays, what="the embeddings file")
     return path

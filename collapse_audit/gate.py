@@ -21,6 +21,15 @@ A segment holding other characters (an embedder id such as
 
     by_embedder["clip:ViT-B-32/openai"].metrics.recall < 0.5
 
+Before the scan (``check_rules_static``, called by the CLI right after parsing):
+a KEY must be one the JSON Schema of results.json documents as a number (free
+keys where a map has them: ``by_embedder["<id>"]``, ``metrics.ci.<name>``),
+else a usage error suggesting the closest key; a rule on ``classes`` needs a
+label source, one on ``subgroups`` needs attributes, and ``--no-analysis``
+allows neither nor clusters/duplicates. Aliases come from the one table of
+metrics, ``keys.METRICS``; renamed ones (``ndb``, ``class_max_gap``,
+``subgroup_max_gap``) still work, with a ``CollapseAuditWarning``.
+
 Evaluation (``evaluate``), after the scan:
 
 - a KEY that does not exist, or whose value is not a number (a string, list,
@@ -48,19 +57,23 @@ Nothing here prints or exits; errors are ``UsageError`` with a one-line message.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import operator
 import os
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Union
 
-from .errors import EnvironmentFault, UsageError
+from . import keys as K
+from .errors import CollapseAuditWarning, EnvironmentFault, UsageError
 from .outputs import append_text, check_output_file, write_atomic
+from .schema import results_schema
 
 __all__ = [
     "ALIASES",
@@ -73,6 +86,7 @@ __all__ = [
     "alias_help",
     "append_github_summary",
     "available_keys",
+    "check_rules_static",
     "evaluate",
     "format_key",
     "github_step_summary",
@@ -80,6 +94,7 @@ __all__ = [
     "parse_key",
     "parse_rule",
     "resolve",
+    "schema_allows",
     "validate_rules",
     "write_junit",
 ]
@@ -95,7 +110,9 @@ class Alias:
 
     ``paths`` are dotted keys; ``reduce`` says how they become one number:
     ``"value"`` (the single path's value), ``"len"`` (length of the list at the
-    single path) or ``"sum"`` (sum of all paths' values).
+    single path), ``"sum"`` (sum of all paths' values) or ``"approx"`` (the
+    value; 0 when exact PRDC left no approximation section). Built from
+    ``keys.METRICS``; ``name`` is always the canonical alias.
     """
 
     name: str
@@ -113,48 +130,38 @@ class Alias:
         return self.paths[0]
 
 
-def _alias(name: str, path: str | tuple[str, ...], reduce: str, description: str) -> tuple[str, Alias]:
-    paths = (path,) if isinstance(path, str) else tuple(path)
-    return name, Alias(name, paths, reduce, description)
+def _alias_of(spec: K.MetricSpec) -> Alias:
+    return Alias(spec.alias, spec.paths, spec.reduce, spec.meaning)
 
 
-ALIASES: dict[str, Alias] = dict(
-    [
-        _alias("fid", "metrics.fid", "value", "Frechet Inception Distance of the primary embedder (lower is better)"),
-        _alias("kid", "metrics.kid", "value", "Kernel Inception Distance, mean over subsets (lower is better)"),
-        _alias("precision", "metrics.precision", "value", "k-NN precision: fraction of generated samples inside the real manifold"),
-        _alias("recall", "metrics.recall", "value", "k-NN recall: fraction of real samples inside the generated manifold"),
-        _alias("density", "metrics.density", "value", "density (Naeem et al. 2020); about 1 when distributions match"),
-        _alias("coverage", "metrics.coverage", "value", "coverage (Naeem et al. 2020): fraction of real samples with a generated neighbour"),
-        _alias("dropped_clusters", "clusters.dropped", "len", "number of real-data clusters the generator dropped"),
-        _alias("ndb", "clusters.ndb_fraction", "value", "NDB: fraction of clusters whose generated share differs significantly from the real one"),
-        _alias("dropped_classes", "classes.dropped", "len", "number of real classes absent or significantly missing from the generated data"),
-        _alias("max_class_gap", "classes.max_gap", "value", "largest absolute gap between real and generated class shares"),
-        _alias("max_subgroup_gap", "subgroups.max_gap", "value", "largest absolute gap between real and generated subgroup shares"),
-        _alias("dropped_subgroups", "subgroups.dropped", "len", "number of subgroups present in the real data but dropped in the generated data"),
-        _alias("dup_fraction", "duplicates.within_gen.dup_fraction", "value", "fraction of generated images that near-duplicate another generated image"),
-        _alias("memorized_fraction", "duplicates.gen_vs_real.memorized_fraction", "value", "fraction of generated images that near-copy a real image"),
-        _alias("n_failed", ("inputs.gen.n_failed", "inputs.real.n_failed"), "sum", "files that could not be read, both sides together"),
-        _alias("approx_error", "metrics.approximation.max_abs_error", "approx",
-               "upper 95% bound on |approximate - exact| over precision/recall/density/coverage; 0 when PRDC was exact"),
-    ]
-)
+#: Every gate alias, from the one table of metrics (``keys.METRICS``): the canonical
+#: names first, then the deprecated spellings (each maps to its canonical Alias,
+#: so a rule written with one resolves exactly like the canonical name).
+ALIASES: dict[str, Alias] = {s.alias: _alias_of(s) for s in K.METRICS if s.alias}
+ALIASES.update({old: ALIASES[new] for old, new in K.DEPRECATED_ALIASES.items()})
 
 #: What fills each optional top-level section; used in "section is null" errors.
 #: (The CLI may overwrite these strings with its exact option names.)
 SECTION_HINTS: dict[str, str] = {
     "clusters": "cluster dropout needs at least 20 real images and runs unless --no-analysis is given",
-    "classes": "class dropout needs labels: --labels folders, --manifest FILE, --classes 'a,b,c' (zero-shot CLIP) or --classifier MODEL.pt",
+    "classes": "class dropout needs labels: --labels folders, --manifest FILE with a label column, --classes 'a,b,c' or --classes-file FILE (zero-shot CLIP), --classifier MODEL.pt, or labels in an .npz features file",
     "subgroups": "subgroup gaps need attributes: --manifest FILE with attribute columns for both sides, or --subgroup 'name=prompt A|prompt B'",
     "duplicates": "the duplicate analysis runs unless --no-analysis is given",
 }
 
 
 def alias_help() -> str:
-    """One line per alias, ``name  key  description``: for ``--help`` and the README."""
+    """One line per alias, ``name  key  description``: for ``--help`` and the README.
+
+    Deprecated spellings come last, each pointing to its canonical alias.
+    """
     width = max(len(n) for n in ALIASES)
     kwidth = max(len(a.key) for a in ALIASES.values())
-    return "\n".join(f"{n:<{width}}  {a.key:<{kwidth}}  {a.description}" for n, a in ALIASES.items())
+    return "\n".join(
+        f"{n:<{width}}  {a.key:<{kwidth}}  "
+        + (a.description if n == a.name else f"deprecated spelling of {a.name}; still accepted")
+        for n, a in ALIASES.items()
+    )
 
 
 # --------------------------------------------------------------------------- keys
@@ -292,15 +299,25 @@ class Rule:
 
 
 def _known_names() -> str:
-    return ", ".join(ALIASES)
+    return ", ".join(n for n, a in ALIASES.items() if n == a.name)
+
+
+def _did_you_mean(name: str, candidates: Iterable[str], canonical: Callable[[str], str] = str) -> str:
+    """``" (did you mean 'x'?)"`` for the closest candidate (difflib), or ``""``.
+
+    ``canonical`` maps the match to what to suggest (a deprecated alias to its canonical name).
+    """
+    close = difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=1, cutoff=0.6)
+    return f" (did you mean {canonical(close[0])!r}?)" if close else ""
 
 
 def parse_rule(text: str, *, description: str | None = None) -> Rule:
     """Parse ``NAME OP NUMBER`` (see the module docstring); raise UsageError when it is not one.
 
     Checks syntax, and that NAME is an alias or a dotted key, before any
-    expensive work; whether a KEY exists is known only after the scan
-    (``evaluate``).
+    expensive work; whether a KEY can exist is checked against the schema by
+    ``check_rules_static``, whether it does only after the scan (``evaluate``).
+    A deprecated alias parses as its canonical one, with a ``CollapseAuditWarning``.
     """
     if not isinstance(text, str) or not text.strip():
         raise UsageError("empty gate rule; write NAME OP NUMBER, e.g. --fail-on \"coverage<0.8\"")
@@ -343,8 +360,13 @@ def parse_rule(text: str, *, description: str | None = None) -> Rule:
         alias = ALIASES.get(segments[0].lower())
         if alias is None:
             raise UsageError(
-                f"unknown metric {segments[0]!r} in rule {raw!r}; known: {_known_names()}; "
-                f"or a dotted key of results.json such as metrics.fid"
+                f"unknown metric {segments[0]!r} in rule {raw!r}{_did_you_mean(segments[0].lower(), ALIASES, lambda n: ALIASES[n].name)}; "
+                f"known: {_known_names()}; or a dotted key of results.json such as metrics.fid"
+            )
+        if segments[0].lower() != alias.name:
+            warnings.warn(
+                f"gate alias {segments[0]!r} (rule {raw!r}) is deprecated; write {alias.name!r} "
+                f"(same number: {alias.key})", CollapseAuditWarning, stacklevel=2,
             )
         return Rule(text=text, name=name, key=alias.key, op=op, threshold=threshold, alias=alias.name, description=description)
     return Rule(text=text, name=name, key=format_key(segments), op=op, threshold=threshold, description=description)
@@ -555,6 +577,213 @@ def validate_rules(rules: Iterable[Rule], available: Mapping[str, Any] | Iterabl
                 raise UsageError(f"unknown metric in rule {rule.text!r}: this scan does not produce {path}")
 
 
+# --------------------------------------------------------------------------- before the work
+
+#: Sections that ``--no-analysis`` leaves null.
+ANALYSIS_SECTIONS = ("clusters", "classes", "subgroups", "duplicates")
+_STRUCTURE = ("properties", "patternProperties", "items", "prefixItems", "allOf", "anyOf", "oneOf", "$ref")
+_KIND = {"object": "an object", "array": "a list", "string": "a string", "boolean": "a bool", "null": "always null"}
+
+
+def _schema_nodes(node: Any, root: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """``node`` with its ``$ref`` followed, plus its allOf/anyOf/oneOf branches: the alternatives a value may match."""
+    for _ in range(64):
+        if not (isinstance(node, Mapping) and "$ref" in node):
+            break
+        target: Any = root
+        for part in str(node["$ref"]).lstrip("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    if node is True:
+        return [{}]
+    if not isinstance(node, Mapping):
+        return []
+    out = [node]
+    for kw in ("allOf", "anyOf", "oneOf"):
+        for sub in node.get(kw) or []:
+            out += _schema_nodes(sub, root)
+    return out
+
+
+def _may_be(node: Mapping[str, Any], kind: str) -> bool:
+    t = node.get("type")
+    return t is None or t == kind or (isinstance(t, list) and kind in t)
+
+
+def _open(node: Mapping[str, Any], kind: str) -> bool:
+    """An object (or list) the schema says nothing about: any key (or index) below it may exist."""
+    return (not any(k in node for k in _STRUCTURE) and node.get("additionalProperties") is not False
+            and not isinstance(node.get("additionalProperties"), Mapping) and _may_be(node, kind))
+
+
+def _schema_child(nodes: list[Mapping[str, Any]], seg: Segment, root: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    out: list[Mapping[str, Any]] = []
+    for n in nodes:
+        if isinstance(seg, int):
+            prefix = n.get("prefixItems") or []
+            if 0 <= seg < len(prefix):
+                out += _schema_nodes(prefix[seg], root)
+            elif "items" in n:
+                out += _schema_nodes(n["items"], root)
+            elif _open(n, "array"):
+                out.append({})
+            continue
+        props = n.get("properties") or {}
+        if seg in props:
+            out += _schema_nodes(props[seg], root)
+            continue
+        matched = [sub for pat, sub in (n.get("patternProperties") or {}).items() if re.search(pat, seg)]
+        for sub in matched:
+            out += _schema_nodes(sub, root)
+        if matched:
+            continue
+        extra = n.get("additionalProperties")
+        if isinstance(extra, Mapping) and _may_be(n, "object"):
+            out += _schema_nodes(extra, root)  # a map with free keys: by_embedder.<id>, metrics.ci.<name>, timings.<stage>
+        elif _open(n, "object"):
+            out.append({})
+    return out
+
+
+def _schema_keys(nodes: list[Mapping[str, Any]]) -> list[str]:
+    """The documented names under ``nodes`` (for did-you-mean and "it has" lists)."""
+    return list(dict.fromkeys(k for n in nodes for k in (n.get("properties") or {})))
+
+
+def schema_allows(segments: Iterable[Segment], schema: Mapping[str, Any] | None = None) -> tuple[bool, str | None]:
+    """Whether results.json can hold a number at this key, by the JSON Schema alone.
+
+    Walks ``properties`` (following ``$ref``, allOf/anyOf/oneOf), ``items``/
+    ``prefixItems`` for ``[0]`` segments, and takes any key where a map has free
+    keys (``additionalProperties`` or ``patternProperties`` holding a schema:
+    ``by_embedder.<id>``, ``metrics.ci.<name>``, ``timings.<stage>``) or where an
+    object documents nothing at all. ``additionalProperties: true`` beside
+    listed ``properties`` keeps the schema open for readers (new keys may
+    appear) but documents no key: a rule cannot name one. Returns
+    ``(True, None)``, or ``(False, reason)`` with a one-line reason that
+    suggests the closest documented key.
+    """
+    root = schema if schema is not None else results_schema()
+    segs = tuple(segments)
+    nodes = _schema_nodes(root, root)
+    for i, seg in enumerate(segs):
+        child = _schema_child(nodes, seg, root)
+        if not child:
+            return False, _no_key_reason(segs, i, nodes, root)
+        nodes = child
+    types: set[str] = set()
+    for n in nodes:
+        t = n.get("type")
+        if t is None:
+            return True, None  # the schema does not say: it may be a number
+        types.update([t] if isinstance(t, str) else t)
+    if types & {"number", "integer"}:
+        return True, None
+    kinds = [_KIND.get(t, t) for t in sorted(types - {"null"}) or ["null"]]
+    key = format_key(segs)
+    tip = ""
+    lens = [a.name for a in ALIASES.values() if a.reduce == "len" and a.paths[0] == key]
+    if "array" in types and lens:
+        tip = f" (use the alias {lens[0]} for its length)"
+    return False, f"{key} is {' or '.join(kinds)} in results.json, not a number{tip}"
+
+
+def _no_key_reason(segs: tuple[Segment, ...], i: int, nodes: list[Mapping[str, Any]], root: Mapping[str, Any]) -> str:
+    where = format_key(segs[:i]) or "results.json"
+    missing = format_key(segs[: i + 1])
+    seg = segs[i]
+    names = _schema_keys(nodes)
+    suggestion = None
+    if isinstance(seg, str) and names:
+        close = difflib.get_close_matches(seg, names, n=3, cutoff=0.6)
+        for c in close:  # prefer a fix of this segment that makes the whole key valid
+            fixed = segs[:i] + (c,) + segs[i + 1:]
+            if schema_allows(fixed, root)[0]:
+                suggestion = format_key(fixed)
+                break
+        if suggestion is None and close:
+            suggestion = format_key(segs[:i] + (close[0],))
+    if suggestion is None:
+        text = format_key(segs)
+        pool = {a: a for a in ALIASES}
+        pool.update({p: p for p in _documented_numeric_keys(root)})
+        close = difflib.get_close_matches(text, list(pool), n=1, cutoff=0.6)
+        if close:
+            suggestion = ALIASES[close[0]].name if close[0] in ALIASES else close[0]
+    msg = f"results.json has no key {missing}"
+    if names:
+        msg += f" ({where} has: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})"
+    elif isinstance(seg, int):
+        msg += f" ({where} is not a list)"
+    if suggestion:
+        msg += f"; did you mean {suggestion!r}?"
+    return msg
+
+
+def _documented_numeric_keys(root: Mapping[str, Any], max_depth: int = 5) -> list[str]:
+    """Every dotted key the schema names (free-key maps and list items skipped) that may hold a number."""
+    out: list[str] = []
+
+    def rec(nodes: list[Mapping[str, Any]], prefix: tuple[Segment, ...]) -> None:
+        if len(prefix) > max_depth:
+            return
+        for name in _schema_keys(nodes):
+            child = _schema_child(nodes, name, root)
+            types = {t for n in child for t in ([n["type"]] if isinstance(n.get("type"), str) else n.get("type") or ["number"])}
+            if types & {"number", "integer"}:
+                out.append(format_key(prefix + (name,)))
+            rec(child, prefix + (name,))
+
+    rec(_schema_nodes(root, root), ())
+    return out
+
+
+def check_rules_static(
+    rules: Iterable[Rule],
+    *,
+    has_labels: bool,
+    has_subgroups: bool,
+    analysis: bool = True,
+    schema: Mapping[str, Any] | None = None,
+) -> None:
+    """Refuse, before any work, every rule the scan could not evaluate: UsageError (exit 2), one line.
+
+    - a KEY must be one that results.json can hold as a number
+      (:func:`schema_allows`: documented by the JSON Schema, free keys in maps
+      such as ``by_embedder["<id>"].metrics.fid``); the message suggests the
+      closest documented key;
+    - a rule on ``classes`` (``dropped_classes``, ``max_class_gap``,
+      ``classes.*``) needs a label source (``has_labels``: --labels,
+      --manifest with a label column, --classes/--classes-file, --classifier,
+      or labels in a features file);
+    - a rule on ``subgroups`` needs attributes (``has_subgroups``: --subgroup,
+      or --manifest with attribute columns);
+    - with ``analysis=False`` (--no-analysis) no rule may need clusters,
+      classes, subgroups or duplicates.
+
+    Anything that passes here may still fail at evaluation (a null section
+    because there were too few images, a list index out of range); that is
+    :func:`evaluate`'s job, after the scan.
+    """
+    needs = {"classes": has_labels, "subgroups": has_subgroups}
+    for rule in rules:
+        if rule.alias:
+            paths = [parse_key(p) for p in ALIASES[rule.alias].paths]
+        else:
+            segs = rule.segments
+            ok, reason = schema_allows(segs, schema)
+            if not ok:
+                prefix = "unknown metric in " if reason and reason.startswith("results.json has no key") else ""
+                raise UsageError(f"{prefix}rule {rule.text!r}: {reason}")
+            paths = [segs]
+        for segs in paths:
+            top = str(segs[0])
+            if not analysis and top in ANALYSIS_SECTIONS:
+                raise UsageError(f"rule {rule.text!r} needs {top}, which --no-analysis skips; drop --no-analysis or the rule")
+            if not needs.get(top, True):
+                raise UsageError(f"rule {rule.text!r} needs {top}, which this scan will not produce: {SECTION_HINTS[top]}")
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -692,7 +921,7 @@ def github_step_summary(gate_result: GateResult | None, results: Mapping[str, An
     if metrics:
         lines += [f"| metric{f' ({_cell(emb)})' if emb else ''} | value |", "|---|---:|"]
         ci = metrics.get("ci") or {}
-        for name in ("fid", "kid", "precision", "recall", "density", "coverage"):
+        for name in (spec.leaf for spec in K.HEADLINE):
             if name in metrics:
                 v = metrics[name]
                 val = _fmt(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"

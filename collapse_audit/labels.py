@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InputError, UsageError
+from .index import knn
 
 SIDES = ("real", "gen")
 
@@ -464,8 +465,6 @@ def knn_classify(real_feats: np.ndarray, real_labels: Sequence[str | None], quer
     images; a tie goes to the tied label whose nearest member is closest.
     Real images with label ``None`` are ignored.
     """
-    from .index import knn
-
     x, y, names = _labelled(real_feats, real_labels)
     if x.shape[0] == 0:
         raise ValueError("kNN classification needs at least one labelled real image")
@@ -483,8 +482,6 @@ def knn_agreement(real_feats: np.ndarray, real_labels: Sequence[str | None], k: 
     embedding space: near 1 when classes are separable, near the majority
     class share when they are not. Needs at least two labelled real images.
     """
-    from .index import knn
-
     x, y, names = _labelled(real_feats, real_labels)
     if x.shape[0] < 2:
         raise ValueError("kNN agreement needs at least two labelled real images")

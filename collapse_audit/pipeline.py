@@ -10,18 +10,24 @@ from pathlib import Path
 from typing import Sequence
 
 from . import weights as W
-from .cache import FeatureCache
-from .embedding import EmbedResult, embed_folder
+from .cache import FeatureCache, open_feature_cache
 from .embedders import (
+    DEFAULT_CLIP,
     Embedder,
+    WeightsChoice,
+    make_clip,
     make_embedder,
     parse_embedder_name,
     parse_weights_options,
 )
+from .embedding import EmbedResult, embed_folder
+from .engine_ray import select_engine
 from .errors import InputError, UsageError, WeightsError
 from .features import FeatureSet, save_features
+from .metrics import GaussianStats
 from .outputs import check_output_file
 from .progress import default_reporter
+from .stats_file import write_stats_file
 
 
 def open_cache(cache_dir=None, use_cache: bool = True, *, rehash: bool | None = None) -> FeatureCache | None:
@@ -35,8 +41,6 @@ def open_cache(cache_dir=None, use_cache: bool = True, *, rehash: bool | None = 
     """
     if not use_cache:
         return None
-    from .cache import open_feature_cache
-
     return open_feature_cache(W.cache_dir(cache_dir) / "features.sqlite", rehash=rehash)
 
 
@@ -103,8 +107,6 @@ def embed_to_file(
 ) -> tuple[EmbedResult, Path]:
     """``collapse-audit embed``: embed ``folder`` with one embedder and write an ``.npz``
     (and, with ``stats_out``, a reusable FID statistics file: mean, covariance, count, embedder id)."""
-    from .engine_ray import select_engine
-
     folder = Path(folder)
     output = Path(output)
     if output.suffix != ".npz" and not output.is_dir():
@@ -143,9 +145,6 @@ def embed_to_file(
         ),
     )
     if stats_out:
-        from .metrics import GaussianStats
-        from .stats_file import write_stats_file
-
         write_stats_file(stats_out, GaussianStats.from_features(res.features[e.id]), e.id,
                          meta={"embedder": e.describe(), "root": str(folder), "n_files": res.n_files,
                                "n_failed": len(res.failures)})
@@ -178,8 +177,6 @@ def import_weights(name: str, file, cache_dir=None) -> tuple[Path, str]:
         if not src.is_file():
             raise WeightsError(f"{src}: no such file")
         # Validate by loading it into the architecture before accepting it.
-        from .embedders import WeightsChoice, make_clip
-
         probe = make_clip(variant, WeightsChoice("file", str(src)), cache_dir)
         probe._build()
         dest_dir = W.weights_dir(cache_dir) / "clip" / e.arch / e.pretrained
@@ -197,8 +194,6 @@ def weights_path(name: str, cache_dir=None) -> Path:
     if family == "inception":
         return W.expected_path("inception", cache_dir)
     if family == "clip":
-        from .embedders import DEFAULT_CLIP
-
         arch, _, tag = (variant or DEFAULT_CLIP).partition("/")
         return W.weights_dir(cache_dir) / "clip" / arch / (tag or "openai")
     raise UsageError(f"unknown model '{name}': use inception or clip:ARCH/PRETRAINED")

@@ -33,6 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from . import keys as K
+from .decode import load_rgb
+from .errors import InputError
+from .interpret import interpret
 from .outputs import write_atomic
 
 __all__ = [
@@ -82,8 +86,6 @@ def _environment():
 
     dirs = template_dirs()
     if not dirs:
-        from .errors import InputError
-
         raise InputError("the report templates are missing from this installation (templates/report.html.j2); reinstall collapse-audit")
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
@@ -236,8 +238,6 @@ def _subsample(n_real: int, n_gen: int, cap: int, seed: int, must_real, must_gen
 def make_thumbnail(path: str | os.PathLike, size: int = 96, quality: int = 70) -> str | None:
     """A ``data:image/jpeg;base64,...`` thumbnail (longest side ``size`` px) or ``None`` if unreadable."""
     from PIL import Image
-
-    from .decode import load_rgb
 
     try:
         img = load_rgb(path)
@@ -495,8 +495,6 @@ def load_report_data(path: str | os.PathLike) -> dict | None:
 
 # --------------------------------------------------------------------------- render
 def _metric_rows(results: dict) -> list[dict]:
-    from .scan import interpret
-
     out = []
     primary = results.get("primary_embedder")
     emb_by_id = {e.get("id"): e for e in results.get("embedders") or []}
@@ -510,11 +508,11 @@ def _metric_rows(results: dict) -> list[dict]:
             sentences.update(results["interpretation"])
         ci = m.get("ci") or {}
         rows = []
-        for key, better in (("fid", "lower is better"), ("kid", "lower is better"), ("precision", "higher is better"),
-                            ("recall", "higher is better"), ("density", "about 1 is best"), ("coverage", "higher is better")):
+        for spec in K.HEADLINE:
+            key, better = spec.leaf, K.BETTER_PHRASE[spec.better]
             v = m.get(key)
-            if key == "kid" and v is not None:
-                val = f"{v:.4g} ± {(m.get('kid_std') or 0):.2g}"
+            if spec.spread and v is not None:
+                val = f"{v:{spec.fmt}} ± {(m.get(spec.spread) or 0):.2g}"
             else:
                 val = _num(v)
             interval = ci.get(key)

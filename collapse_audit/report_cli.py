@@ -13,10 +13,10 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from .errors import InputError
+
 
 def _results_path(path: Path) -> Path:
-    from .errors import InputError
-
     p = Path(path)
     if p.is_dir():
         p = p / "results.json"

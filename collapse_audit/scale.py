@@ -50,9 +50,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from . import metrics as M
 from .analysis.stats import wilson_interval
 from .config import EXACT_MAX_PAIRS
+from .index import _check_magnitude, _faiss_threads
 from .metrics import PRDCIndicators
+from .progress import ProgressReporter
 
 __all__ = [
     "ApproxPRDC",
@@ -63,8 +66,11 @@ __all__ = [
     "approx_prdc_indicators",
     "build_index",
     "choose_method",
+    "DEDUP_MAX_COPIES",
     "default_nlist",
+    "distinct_rows",
     "estimate_prdc_memory",
+    "identical_row_codes",
     "ip_index_builder",
     "measure_approx_error",
     "normalise_rows",
@@ -234,8 +240,6 @@ def _check_pair(real, gen, k: int) -> tuple[int, int, int]:
     for name, s in (("real", rs), ("gen", gs)):
         if s[0] <= k:
             raise ValueError(f"PRDC with k={k} needs more than {k} {name} samples, got {s[0]}")
-    from .index import _check_magnitude
-
     _check_magnitude(real, "real", np.float32)  # float32 search: squared distances must stay finite
     _check_magnitude(gen, "gen", np.float32)
     return rs[0], gs[0], rs[1]
@@ -248,10 +252,9 @@ def _auto_threads(n_threads: int | str | None) -> int | None:
     return None if n_threads is None else int(n_threads)
 
 
-# FAISS's OpenMP thread count, temporarily (shared with collapse_audit.index). The quantiser's
+# FAISS's OpenMP thread count is set temporarily with collapse_audit.index._faiss_threads. The quantiser's
 # k-means and assignment calls are small; on a loaded machine FAISS's OpenMP barriers made them
 # 3-6x slower with 2 threads than with 1, so approx_prdc_indicators runs them on one thread.
-from .index import _faiss_threads  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -604,11 +607,9 @@ def approx_prdc_indicators(
 
 
 def _dedup_plan(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Distinct vectors of ``x`` with their copies (:func:`collapse_audit.analysis.duplicates.distinct_rows`),
+    """Distinct vectors of ``x`` with their copies (:func:`distinct_rows`),
     or None when there are few exact duplicates: approximate PRDC then runs on distinct vectors with
     multiplicities."""
-    from .analysis.duplicates import distinct_rows, identical_row_codes
-
     return distinct_rows(identical_row_codes(x))
 
 
@@ -1268,8 +1269,6 @@ def prdc(
     :class:`collapse_audit.metrics.PRDCResult` with ``method``, the per-sample
     ``indicators`` and, for ``"approx"``, the measured ``approximation``.
     """
-    from . import metrics as M
-
     if method not in PRDC_METHODS:
         raise ValueError(f"method must be one of {', '.join(PRDC_METHODS)}, got {method!r}")
     n, m, d = _check_pair(real, gen, int(k))
@@ -1278,8 +1277,6 @@ def prdc(
     if chosen == "exact":
         return M.prdc(real, gen, k=k, progress=progress)
     a = approx_prdc_indicators(real, gen, k=k, nlist=nlist, nprobe=nprobe, seed=seed, progress=progress)
-    from .progress import ProgressReporter
-
     with (progress or ProgressReporter()).task("approximate PRDC: exact check on a subsample", total=None, unit="pt"):
         check = measure_approx_error(real, gen, a, n_sub=n_sub, seed=seed)
     return M.PRDCResult(precision=a.precision, recall=a.recall, density=a.density, coverage=a.coverage, k=int(k),
@@ -1305,6 +1302,66 @@ def normalise_rows(x: np.ndarray, *, chunk: int = _ADD_CHUNK) -> np.ndarray:
         b /= np.maximum(norms, 1e-12)[:, None]
         out[s : s + chunk] = b
     return out
+
+
+#: Searches run once per distinct vector when a vector has more copies than this (see :func:`distinct_rows`).
+DEDUP_MAX_COPIES = 64
+
+
+def _row_hash(x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """64-bit hash of each row's float32 bit pattern (per-column odd multipliers, xor-folded)."""
+    n, d = x.shape
+    mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
+    h = np.empty(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for s in range(0, n, chunk):
+            bits = np.ascontiguousarray(x[s : s + chunk], dtype=np.float32).view(np.uint32).astype(np.uint64)
+            bits *= mult[None, :]
+            h[s : s + chunk] = np.bitwise_xor.reduce(bits ^ (bits >> np.uint64(29)), axis=1)
+    return h
+
+
+def identical_row_codes(x: np.ndarray, *, chunk: int = 65536) -> np.ndarray:
+    """Code of every row such that rows get the same code exactly when they are bit-identical.
+
+    A 64-bit multiplicative hash of each row's float32 bit pattern (chunked,
+    O(N D), no sort of the rows themselves), then every hash bucket is checked
+    row by row against its first member, so a hash collision can never join
+    two different rows.  Used to join exact feature duplicates (a completely
+    collapsed generator writes the same image many times) without a
+    neighbour search among them.
+    """
+    h = _row_hash(x, chunk)
+    _, first_of_bucket, codes = np.unique(h, return_index=True, return_inverse=True)
+    codes = codes.ravel().astype(np.int64)
+    sizes = np.bincount(codes)
+    shared = np.nonzero(sizes[codes] >= 2)[0]
+    if shared.size:  # verify every bucket against its first row; a bucket that mixes rows is split exactly
+        ref = first_of_bucket[codes[shared]]
+        mixed = []
+        for s in range(0, shared.size, chunk):
+            rows, refs = shared[s : s + chunk], ref[s : s + chunk]
+            differ = (np.asarray(x[rows], np.float32) != np.asarray(x[refs], np.float32)).any(axis=1)
+            mixed.append(codes[rows[differ]])
+        nxt = int(codes.max()) + 1
+        for c in np.unique(np.concatenate(mixed)):  # true 64-bit collisions: essentially never
+            members = np.nonzero(codes == c)[0]
+            sub = np.unique(np.asarray(x[members], np.float32), axis=0, return_inverse=True)[1].ravel()
+            codes[members] = nxt + sub
+            nxt += int(sub.max()) + 1
+    return codes
+
+
+def distinct_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(first row of each distinct vector, vector of each row, copies of each vector)`` for the codes of
+    :func:`identical_row_codes`, when rows repeat enough to be worth searching once per vector (more than 1%
+    copies, or a vector repeated more than :data:`DEDUP_MAX_COPIES` times); else None.  A collapsed generator's
+    repeated output would otherwise fill one IVF cell and make every search in it quadratic."""
+    _, first, inv, w = np.unique(codes, return_index=True, return_inverse=True, return_counts=True)
+    n = codes.size
+    if first.size == n or (n - first.size <= 0.01 * n and w.max() <= DEDUP_MAX_COPIES):
+        return None
+    return first.astype(np.int64), inv.ravel().astype(np.int64), w.astype(np.int64)
 
 
 # =========================================================================== writing big feature files

@@ -24,12 +24,19 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__
-from .embedding import embed_folder
-from .embedders import Embedder
-from .config import DEFAULT_EMBEDDERS, AuditConfig
-from .errors import InputError
+from . import metrics as M
+from . import pipeline as _pipeline  # build_embedders/open_cache looked up at call time (tests replace them)
+from . import progress as _progress  # default_reporter looked up at call time (tests replace it)
 from .analysis.run import run_analyses
-from .features import UNKNOWN_EMBEDDER, load_features
+from .config import DEFAULT_EMBEDDERS, AuditConfig
+from .embedders import Embedder, make_torchscript
+from .embedding import embed_folder
+from .engine_ray import select_engine
+from .errors import InputError
+from .features import UNKNOWN_EMBEDDER, check_feature_values, load_features
+from .interpret import interpret  # lives below the scan (the report reads it too); importable from here as before
+from .scale import prdc as prdc_auto
+from .stats_file import NEEDS_FEATURES, is_stats_file, read_stats_file
 
 SCHEMA_VERSION = "1.0"
 METRIC_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage")
@@ -94,8 +101,6 @@ def side_from_features(path, name: str) -> Side:
 
 def side_from_featureset(fs, name: str, source: str | None = None) -> Side:
     """A :class:`Side` from an in-memory :class:`~collapse_audit.features.FeatureSet` (the Python API)."""
-    from .features import check_feature_values
-
     x = np.asarray(fs.features)
     if x.ndim != 2 or x.shape[0] == 0:
         raise InputError(f"{name} features must be a non-empty 2-D array (N x D), got shape {x.shape}")
@@ -116,8 +121,6 @@ def side_from_featureset(fs, name: str, source: str | None = None) -> Side:
 
 
 def side_from_stats(path, name: str) -> Side:
-    from .stats_file import read_stats_file
-
     sf = read_stats_file(path)
     desc = dict(sf.meta.get("embedder") or {"id": sf.embedder_id})
     desc.setdefault("id", sf.embedder_id)
@@ -188,49 +191,10 @@ def pair_embedders(real: Side, gen: Side, exclude: Sequence[str] = ()) -> list[s
     return common
 
 
-def interpret(metrics: dict) -> dict[str, str]:
-    """One plain sentence per metric on what its value means (heuristic bands, not verdicts)."""
-    def pct(v):
-        return f"{100 * v:.0f}%"
-
-    out = {}
-    fid = metrics.get("fid")
-    if fid is not None:
-        out["fid"] = (f"Frechet distance between Gaussian fits of the two feature sets ({fid:.2f}); lower is closer. "
-                      "Comparable only at the same embedder, preprocessing and sample sizes.")
-    kid = metrics.get("kid")
-    if kid is not None:
-        std = metrics.get("kid_std") or 0.0
-        if kid <= 0 or (std > 0 and kid <= 2 * std):
-            verdict = "indistinguishable from 0 at this sample size."
-        elif std == 0:
-            verdict = "above 0 (one subset only: no spread estimate)."
-        else:
-            verdict = "clearly above 0: the distributions differ."
-        out["kid"] = f"Unbiased MMD^2 with a cubic kernel ({kid:.4g} +/- {std:.2g}); " + verdict
-    p, r = metrics.get("precision"), metrics.get("recall")
-    d, c = metrics.get("density"), metrics.get("coverage")
-    if p is not None:
-        out["precision"] = (f"{pct(p)} of generated samples lie inside the real data's k-NN manifold"
-                            + ("; low precision = off-manifold / low-fidelity samples." if p < 0.6 else "."))
-    if r is not None:
-        out["recall"] = (f"{pct(r)} of real samples lie inside the generated manifold"
-                         + ("; low recall = missing modes (mode collapse)." if r < 0.6 else "."))
-    if d is not None:
-        out["density"] = (f"density {d:.2f}: ~1 when generated samples crowd real neighbourhoods like real ones do"
-                          + ("; well below 1 = off-manifold samples." if d < 0.7 else "; well above 1 = samples piled on dense real regions (collapse towards common modes)." if d > 1.3 else "."))
-    if c is not None:
-        out["coverage"] = (f"{pct(c)} of real samples have a generated sample in their k-NN ball"
-                           + ("; low coverage = dropped modes." if c < 0.8 else "."))
-    return out
-
-
 def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: list[str], label: str, progress=None) -> dict:
     """FID, KID, precision/recall, density/coverage (and bootstrap CIs) for one embedder.
 
     ``progress``: a :class:`~collapse_audit.progress.ProgressReporter` for the long PRDC searches (or None)."""
-    from . import metrics as M
-
     out: dict = {key: None for key in METRIC_KEYS}
     out["k"] = cfg.k
     nr, ng = len(real), len(gen)
@@ -247,8 +211,6 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
     if min(nr, ng) <= cfg.k:
         notes.append(f"{label}: precision/recall/density/coverage need more than k={cfg.k} samples per side; skipped.")
     else:
-        from .scale import prdc as prdc_auto
-
         pr = prdc_auto(real, gen, k=cfg.k, seed=cfg.seed, exact_max_pairs=cfg.exact_max_pairs, progress=progress)
         out.update(precision=_finite(pr.precision), recall=_finite(pr.recall), density=_finite(pr.density),
                    coverage=_finite(pr.coverage), prdc_method=pr.method)
@@ -267,8 +229,6 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
 
 def stats_only_metrics(real_stats, gen: np.ndarray, cfg: ScanConfig) -> dict:
     """FID against precomputed real statistics; every other metric needs the real features (None)."""
-    from . import metrics as M
-
     out: dict = {key: None for key in METRIC_KEYS}
     out["k"] = cfg.k
     g = M.GaussianStats.from_features(gen)
@@ -339,13 +299,10 @@ def build_results(real: Side, gen: Side, ids: list[str], per: dict[str, dict], c
 
 def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
     """Run the scan (no gate): returns ``(results, real side, gen side)``."""
-    from .pipeline import build_embedders, open_cache
-    from .progress import default_reporter
-
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
     notes: list[str] = []
-    reporter = default_reporter(cfg.progress)
+    reporter = _progress.default_reporter(cfg.progress)
     for p, what in ((gen_path, "generated"), (real_path, "real")):
         if not isinstance(p, Side) and not Path(p).exists():
             raise InputError(f"{p}: no such file or folder ({what} images: a folder or an .npz embeddings file)")
@@ -355,8 +312,6 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
     acfg = cfg.analysis  # frozen; this run's changes are made with dataclasses.replace
     classifier = None
     if cfg.classifier:
-        from .embedders import make_torchscript
-
         classifier = make_torchscript(cfg.classifier)
         if not classifier.class_names:
             raise InputError(f"{cfg.classifier}: a classifier needs its class names in its collapse_audit.json metadata "
@@ -367,8 +322,6 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
     embedder_objs: dict = {}
     sides: dict[str, Side] = {}
     t0 = time.perf_counter()
-    from .stats_file import is_stats_file
-
     for name, p in (("real", real_path), ("gen", gen_path)):
         if isinstance(p, Side):  # arrays / FeatureSets from the Python API
             sides[name] = dataclasses.replace(p, name=name)
@@ -407,13 +360,11 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
                         acfg = dataclasses.replace(acfg, seed=int(seed))
             else:
                 names = list(DEFAULT_EMBEDDERS)
-        embs = build_embedders(names, weights, seed=cfg.seed, cache_dir=cfg.cache_dir, offline=cfg.offline, progress=cfg.progress)
+        embs = _pipeline.build_embedders(names, weights, seed=cfg.seed, cache_dir=cfg.cache_dir, offline=cfg.offline, progress=cfg.progress)
         if classifier is not None:
             embs.append(classifier)
-        from .engine_ray import select_engine
-
         engine_fn = select_engine(cfg.engine, ray_address=cfg.ray_address, shard_dir=cfg.shard_dir)
-        cache = open_cache(cfg.cache_dir, cfg.use_cache, rehash=cfg.rehash)
+        cache = _pipeline.open_cache(cfg.cache_dir, cfg.use_cache, rehash=cfg.rehash)
         try:
             for name, p in folder_sides:
                 if not Path(p).is_dir():
@@ -446,8 +397,6 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
         notes.append("the embedder of the features files is unknown (user-made .npz): both sides are assumed to come from the same one.")
     t0 = time.perf_counter()
     if real.kind == "stats":
-        from .stats_file import NEEDS_FEATURES
-
         per = {e: stats_only_metrics(real.stats[e], gen.features[e], cfg) for e in ids}
         notes.append(f"--real {real.source} holds statistics only (mean, covariance, count): FID computed; "
                      f"{', '.join(NEEDS_FEATURES)} need the real features and were skipped.")
@@ -473,14 +422,12 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
 
 def _embedders_from_descriptions(side: Side, cfg: ScanConfig) -> dict:
     """Rebuild (unloaded) CLIP embedders described in a features file, for zero-shot text prompts."""
-    from .pipeline import build_embedders
-
     out = {}
     for eid, desc in side.embedders.items():
         if not eid.startswith("clip:"):
             continue
         name, w = embedder_names_for(desc, side.source)
-        e = build_embedders([name], [w] if w else cfg.weights, seed=desc.get("seed") or cfg.seed,
+        e = _pipeline.build_embedders([name], [w] if w else cfg.weights, seed=desc.get("seed") or cfg.seed,
                             cache_dir=cfg.cache_dir, offline=cfg.offline)[0]
         if e.id == eid:
             out[eid] = e

@@ -49,7 +49,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import InputError
+from .features import inspect_npz, read_npz
 from .metrics import GaussianStats
+from .outputs import write_npz_atomic
 
 STATS_FORMAT = "collapse-audit-stats/1"
 STATS_KIND = "stats"
@@ -265,8 +267,6 @@ def write_stats_file(path: str | os.PathLike, stats: GaussianStats, embedder_id:
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .outputs import write_npz_atomic
-
     return write_npz_atomic(path, dict(
         kind=np.array(STATS_KIND),
         format=np.array(STATS_FORMAT),
@@ -297,8 +297,6 @@ def is_stats_file(path: str | os.PathLike) -> bool:
 
     Reads the ZIP directory and at most the small ``kind`` member (size-checked), never the arrays.
     """
-    from .features import inspect_npz, read_npz
-
     try:
         members = inspect_npz(path)
         if "kind" in members:
@@ -347,8 +345,6 @@ def read_stats_file(path: str | os.PathLike) -> StatsFile:
     Arrays are read size-checked (:func:`collapse_audit.features.read_npz`)
     and validated by :func:`check_moments`.
     """
-    from .features import inspect_npz, read_npz
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")

@@ -56,7 +56,7 @@ def test_improved_and_regressed_are_classified_by_direction():
     assert v == {
         "fid": "improved", "kid": "unchanged", "precision": "unchanged", "recall": "regressed", "density": "improved",
         "coverage": "regressed", "dropped_clusters": "improved", "ndb_fraction": "improved", "dropped_classes": "regressed",
-        "class_max_gap": "regressed", "dropped_subgroups": "n/a", "subgroup_max_gap": "n/a", "dup_fraction": "regressed",
+        "max_class_gap": "regressed", "dropped_subgroups": "n/a", "max_subgroup_gap": "n/a", "dup_fraction": "regressed",
         "memorized_fraction": "unchanged",
     }
     rows = {r["name"]: r for r in c["rows"]}

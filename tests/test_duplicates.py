@@ -14,6 +14,7 @@ import pytest
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
+from collapse_audit import scale as scale_mod
 from collapse_audit.analysis import duplicates as dup_mod
 from collapse_audit.analysis.duplicates import DEFAULT_DUP_THRESHOLD, find_duplicates
 
@@ -309,7 +310,8 @@ def test_identical_row_codes_never_join_a_hash_collision(monkeypatch):
     rng = np.random.default_rng(12)
     x = rng.normal(size=(50, 8)).astype(np.float32)
     x[10] = x[3]
-    monkeypatch.setattr(dup_mod, "_row_hash", lambda x, chunk=65536: np.zeros(x.shape[0], np.uint64))
+    monkeypatch.setattr(scale_mod, "_row_hash",  # the row primitives live in scale (duplicates re-exports them)
+                         lambda x, chunk=65536: np.zeros(x.shape[0], np.uint64))
     codes = dup_mod.identical_row_codes(x)
     assert codes[10] == codes[3]
     assert len(np.unique(codes)) == 49

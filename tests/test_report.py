@@ -114,7 +114,7 @@ def full_fixture(root: Path) -> tuple[dict, Side, Side]:
                "ci": {"precision": [0.85, 0.95], "recall": [0.47, 0.62], "density": [1.2, 1.6], "coverage": [0.55, 0.72]},
                "ci_level": 0.95, "ci_method": "percentile bootstrap, 200 resamples of both sets"}
     metrics2 = dict(metrics, fid=12.5, precision=0.88)
-    from collapse_audit.scan import interpret
+    from collapse_audit.interpret import interpret
 
     results = {
         "schema_version": "1.0",

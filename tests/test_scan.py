@@ -177,8 +177,9 @@ def test_results_record_stage_timings_and_peak_memory(tmp_path, run_cli, feature
     parts = [t[k] for k in ("analysis_normalise", "analysis_clusters", "analysis_duplicates", "analysis_classes",
                             "analysis_subgroups")]
     assert all(v >= 0 for v in parts) and t["analysis_clusters"] > 0 and t["analysis_duplicates"] > 0
-    assert sum(parts) <= t["analysis"] + 1e-3  # rounded to the millisecond
-    assert t["embed"] + t["metrics"] + t["analysis"] <= t["total"] + 1e-3 <= wall + 1e-3
+    # each value is rounded to the millisecond: a sum of n rounded values may exceed the rounded whole by n/2 ms
+    assert sum(parts) <= t["analysis"] + (len(parts) + 1) * 5e-4
+    assert t["embed"] + t["metrics"] + t["analysis"] <= t["total"] + 2e-3 and t["total"] <= wall + 1e-3
     peak = res["resources"]["peak_rss_bytes"]
     # the scan ran in this process: its peak is at most what the process has peaked at by now, and
     # at least the Python interpreter with numpy and faiss loaded

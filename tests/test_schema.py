@@ -367,6 +367,26 @@ def test_every_key_of_a_real_scan_is_documented(real_scan):
     assert missing == []
 
 
+def test_every_number_of_a_real_scan_passes_the_gate_precheck(real_scan):
+    """What the gate refuses before the work (gate.check_rules_static) never includes a number a scan writes."""
+    from collapse_audit.gate import available_keys, check_rules_static
+
+    _, res = real_scan
+    keys = available_keys(res)
+    assert len(keys) > 100 and 'by_embedder.planted.metrics.fid' in keys
+    refused = []
+    for key in keys:
+        rule = parse_rule(f"{key} > 0")
+        try:
+            check_rules_static([rule], has_labels=True, has_subgroups=True)
+        except Exception as e:  # noqa: BLE001 - collect them all
+            # a null here may be a string elsewhere (weights_sha256, settings.analysis.labels): refusing
+            # a key the schema types as not a number is right; refusing a number is not
+            if not (evaluate([rule], res).rules[0].value is None and "not a number" in str(e)):
+                refused.append(f"{key}: {e}")
+    assert refused == []
+
+
 def test_gate_alias_keys_are_required():
     p = results_schema()["properties"]
     assert {"dropped", "ndb_fraction", "k", "bins"} <= set(p["clusters"]["required"])

@@ -29,6 +29,9 @@ import numpy as np
 
 from ..config import COPY_QUANTILE
 from ..progress import ProgressReporter
+# Row primitives shared with the approximate PRDC live below the analyses, in scale (re-exported here).
+from ..scale import DEDUP_MAX_COPIES  # noqa: F401  (re-exported: its old home)
+from ..scale import _binary_report, distinct_rows, identical_row_codes, normalise_rows
 
 __all__ = ["find_duplicates", "measure_search_error", "identical_row_codes", "distinct_rows", "DEFAULT_DUP_THRESHOLD", "DEFAULT_COPY_QUANTILE"]
 
@@ -48,8 +51,6 @@ _ZERO = 1e-6
 _MAX_RESULTS_PER_BLOCK = 1 << 22  # kNN-search block: at most ~4M (query, neighbour) pairs
 #: Neighbours per generated image kept as near-duplicate edges (see _near_pairs_graph).
 _DUP_NEIGHBOURS = 64
-#: Searches run once per distinct vector when a vector has more copies than this (see distinct_rows).
-DEDUP_MAX_COPIES = 64
 _KNN_BLOCK = 16384
 _PATHS_PER_GROUP = 24
 _DIAMETER_MAX = 2048
@@ -62,8 +63,6 @@ def _normalise(x: np.ndarray, name: str) -> np.ndarray:
     for s in range(0, x.shape[0], 65536):  # chunked: no full-size float64 temporaries at 1M rows
         if not np.isfinite(x[s : s + 65536]).all():
             raise ValueError(f"{name} contains NaN or infinite values")
-    from ..scale import normalise_rows
-
     if _unit_rows(x):  # already L2-normalised float32 in memory (the scan passes such): no second copy (4 GiB at 1M)
         return x
     return normalise_rows(x)
@@ -109,50 +108,6 @@ def _forest(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rep = first[labels]
     keep = rep != np.arange(n)
     return rep[keep], np.nonzero(keep)[0]
-
-
-def _row_hash(x: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    """64-bit hash of each row's float32 bit pattern (per-column odd multipliers, xor-folded)."""
-    n, d = x.shape
-    mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
-    h = np.empty(n, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for s in range(0, n, chunk):
-            bits = np.ascontiguousarray(x[s : s + chunk], dtype=np.float32).view(np.uint32).astype(np.uint64)
-            bits *= mult[None, :]
-            h[s : s + chunk] = np.bitwise_xor.reduce(bits ^ (bits >> np.uint64(29)), axis=1)
-    return h
-
-
-def identical_row_codes(x: np.ndarray, *, chunk: int = 65536) -> np.ndarray:
-    """Code of every row such that rows get the same code exactly when they are bit-identical.
-
-    A 64-bit multiplicative hash of each row's float32 bit pattern (chunked,
-    O(N D), no sort of the rows themselves), then every hash bucket is checked
-    row by row against its first member, so a hash collision can never join
-    two different rows.  Used to join exact feature duplicates (a completely
-    collapsed generator writes the same image many times) without a
-    neighbour search among them.
-    """
-    h = _row_hash(x, chunk)
-    _, first_of_bucket, codes = np.unique(h, return_index=True, return_inverse=True)
-    codes = codes.ravel().astype(np.int64)
-    sizes = np.bincount(codes)
-    shared = np.nonzero(sizes[codes] >= 2)[0]
-    if shared.size:  # verify every bucket against its first row; a bucket that mixes rows is split exactly
-        ref = first_of_bucket[codes[shared]]
-        mixed = []
-        for s in range(0, shared.size, chunk):
-            rows, refs = shared[s : s + chunk], ref[s : s + chunk]
-            differ = (np.asarray(x[rows], np.float32) != np.asarray(x[refs], np.float32)).any(axis=1)
-            mixed.append(codes[rows[differ]])
-        nxt = int(codes.max()) + 1
-        for c in np.unique(np.concatenate(mixed)):  # true 64-bit collisions: essentially never
-            members = np.nonzero(codes == c)[0]
-            sub = np.unique(np.asarray(x[members], np.float32), axis=0, return_inverse=True)[1].ravel()
-            codes[members] = nxt + sub
-            nxt += int(sub.max()) + 1
-    return codes
 
 
 def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, build=_ip_index, progress=_QUIET, reps=None):
@@ -517,18 +472,6 @@ def find_duplicates(
     return out
 
 
-def distinct_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``(first row of each distinct vector, vector of each row, copies of each vector)`` for the codes of
-    :func:`identical_row_codes`, when rows repeat enough to be worth searching once per vector (more than 1%
-    copies, or a vector repeated more than :data:`DEDUP_MAX_COPIES` times); else None.  A collapsed generator's
-    repeated output would otherwise fill one IVF cell and make every search in it quadratic."""
-    _, first, inv, w = np.unique(codes, return_index=True, return_inverse=True, return_counts=True)
-    n = codes.size
-    if first.size == n or (n - first.size <= 0.01 * n and w.max() <= DEDUP_MAX_COPIES):
-        return None
-    return first.astype(np.int64), inv.ravel().astype(np.int64), w.astype(np.int64)
-
-
 def _exact_nearest(q: np.ndarray, x: np.ndarray, self_rows: np.ndarray | None, block: int = 65536) -> np.ndarray:
     """Exact cosine distance from each (normalised) query to its nearest row of ``x`` (``self_rows``: the
     query's own row in ``x``, never its own neighbour), by blocked float32 GEMM: no index, no N x N matrix."""
@@ -567,8 +510,6 @@ def measure_search_error(xg: np.ndarray, xr: np.ndarray | None, rows: dict, *, d
     largest |end| over the checked fractions.
     """
     import time
-
-    from ..scale import _binary_report
 
     t0 = time.perf_counter()
     rng = np.random.default_rng([seed, 0xD0])

@@ -18,8 +18,15 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import labels as L
 from ..config import AnalysisConfig  # noqa: F401  (re-exported: its old home)
+from ..embedders import clip_encode_text
 from ..errors import UsageError
+from ..scale import ip_index_builder, normalise_rows
+from . import classes as K
+from . import clusters as C
+from . import duplicates as Dup
+from . import subgroups as S
 
 
 
@@ -38,8 +45,6 @@ def pick_space(ids: Sequence[str], requested: str | None) -> str:
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
-    from ..scale import normalise_rows
-
     return normalise_rows(x)
 
 
@@ -62,9 +67,6 @@ def run_analyses(real, gen, ids: Sequence[str], cfg: AnalysisConfig, notes: list
     ``analysis_subgroups``; ``analysis_normalise`` for the L2 normalisation).
     """
     import time
-
-    from . import clusters as C
-    from . import duplicates as Dup
 
     out = {"clusters": None, "classes": None, "subgroups": None, "duplicates": None, "analysis_space": None}
     if cfg.skip:
@@ -90,8 +92,6 @@ def run_analyses(real, gen, ids: Sequence[str], cfg: AnalysisConfig, notes: list
     t0 = time.perf_counter()
     builder = None
     if real.n_images * gen.n_images > cfg.exact_max_pairs:
-        from ..scale import ip_index_builder
-
         builder = ip_index_builder(approx=True, seed=cfg.seed)
         notes.append(f"{real.n_images} x {gen.n_images} images: near-duplicate and near-copy search uses an approximate "
                      "FAISS IVF-Flat index (32 probed cells); exact search would take hours at this size.")
@@ -127,9 +127,6 @@ def _true_labels(side, manifest) -> list[str | None] | None:
 
 
 def _classes(real, gen, sid, rn, gn, cfg: AnalysisConfig, notes, embedders):
-    from .. import labels as L
-    from . import classes as K
-
     manifest = L.read_manifest(cfg.manifest) if cfg.manifest else None
     real_true = _true_labels(real, manifest)
     gen_true = _true_labels(gen, manifest)
@@ -214,15 +211,10 @@ def _agreement(pred, true) -> dict:
 
 
 def _encode_text(clip, prompts):
-    from ..embedders import clip_encode_text
-
     return clip_encode_text(clip, prompts)
 
 
 def _subgroups(real, gen, sid, rn, gn, cfg: AnalysisConfig, notes, embedders):
-    from .. import labels as L
-    from . import subgroups as S
-
     real_attrs: dict[str, list] = {}
     gen_attrs: dict[str, list] = {}
     sources: dict[str, str] = {}

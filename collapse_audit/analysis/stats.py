@@ -17,11 +17,17 @@ References:
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats as _st
+
+
+def _st():
+    """``scipy.stats``, imported on first use (~1 s): importing the package and its scan stays cheap."""
+    from scipy import stats
+
+    return stats
 
 
 def _z(alpha: float) -> float:
-    return float(_st.norm.ppf(1 - alpha / 2))
+    return float(_st().norm.ppf(1 - alpha / 2))
 
 
 def wilson_interval(k, n, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +94,7 @@ def two_proportion_ztest(k1, n1, k2, n2) -> tuple[np.ndarray, np.ndarray]:
     se = np.sqrt(pool * (1 - pool) * (1 / n1 + 1 / n2))
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(se > 0, (p1 - p2) / np.where(se > 0, se, 1), 0.0)
-    p = 2 * _st.norm.sf(np.abs(z))
+    p = 2 * _st().norm.sf(np.abs(z))
     return z, np.where(se > 0, p, 1.0)
 
 
@@ -126,4 +132,4 @@ def chi_square_gof(observed, expected_proportions) -> tuple[float, float, int]:
     exp = exp_p * obs.sum()
     stat = float(((obs - exp) ** 2 / exp).sum())
     dof = int(obs.size - 1)
-    return stat, float(_st.chi2.sf(stat, dof)), dof
+    return stat, float(_st().chi2.sf(stat, dof)), dof

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..metrics import prdc
 from .classes import compare_categories
 
 PERCEIVED_NOTE = "perceived, estimated by a model (zero-shot CLIP); not a ground-truth attribute"
@@ -29,8 +30,6 @@ def _cross(a: Sequence[str | None], b: Sequence[str | None]) -> list[str | None]
 
 
 def _group_quality(real_feats, gen_feats, real_lab, gen_lab, group: str, k: int) -> tuple[float | None, float | None]:
-    from ..metrics import prdc
-
     mr = np.array([lab == group for lab in real_lab], dtype=bool)
     mg = np.array([lab == group for lab in gen_lab], dtype=bool)
     if mr.sum() <= k or mg.sum() <= k:

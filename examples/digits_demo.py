@@ -1,4 +1,4 @@
-"""``python -m collapse_audit.demo`` (``make demo``): an offline demonstration on real data with a real collapse.
+"""``python examples/digits_demo.py`` (``make demo``): an offline demonstration on real data with a real collapse.
 
 Everything comes from the package registries, nothing is downloaded, and the
 collapse is an outcome of training, never staged:
@@ -32,6 +32,10 @@ collapse is an outcome of training, never staged:
 Seeds: ``--seed`` seeds Python, NumPy and torch; training runs on the CPU
 with deterministic algorithms, so a seed gives the same images on the same
 machine and library versions.
+
+This script is an example of using collapse-audit, not part of the package: it
+imports only the package's public modules (:mod:`collapse_audit.cli`,
+:mod:`collapse_audit.errors`) and needs scikit-learn and torch besides.
 """
 from __future__ import annotations
 
@@ -47,6 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from collapse_audit.cli import app as cli_app
+from collapse_audit.cli import main as cli_main
+from collapse_audit.errors import CollapseAuditError, UsageError
 
 #: Upscaling factor of the written PNGs (8x8 -> 64x64, nearest neighbour).
 SCALE = 8
@@ -327,8 +335,6 @@ def scan_argv(gen: Path, real: Path, embedder: Path, classifier: Path, out: Path
 
 
 def _run_cli(argv: list[str]) -> int:
-    from .cli import main as cli_main
-
     return cli_main(argv)
 
 
@@ -337,9 +343,7 @@ def _has_command(name: str) -> bool:
     try:
         import typer
 
-        from .cli import app
-
-        return name in typer.main.get_command(app).commands  # type: ignore[attr-defined]
+        return name in typer.main.get_command(cli_app).commands  # type: ignore[attr-defined]
     except Exception:
         return False
 
@@ -389,11 +393,9 @@ def _prepare_out(out: Path) -> None:
     """Create ``out``; clear the demo's own sub-folders from an earlier run (only in a folder the demo made)."""
     owned = ("real", "gen", "gen_healthy", "models", "out-collapsed", "out-healthy")
     if out.exists() and any((out / o).exists() for o in owned) and not (out / MARKER).exists():
-        from .errors import UsageError
-
         raise UsageError(f"{out}: holds files that the demo did not write; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by python -m collapse_audit.demo; its sub-folders are replaced on every run\n")
+    (out / MARKER).write_text("written by examples/digits_demo.py; its sub-folders are replaced on every run\n")
     for o in owned:
         if (out / o).is_dir():
             shutil.rmtree(out / o)
@@ -451,7 +453,7 @@ def _set_threads(torch_threads: int, faiss_threads: int | None = None) -> tuple[
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns 0 when it ran (a failed gate on the collapsed model is the expected outcome)."""
-    ap = argparse.ArgumentParser(prog="python -m collapse_audit.demo",
+    ap = argparse.ArgumentParser(prog="python examples/digits_demo.py",
                                  description="Offline demo: real digits, a GAN that collapses, a healthier one, "
                                              "and the audit of both.")
     ap.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: demo/)")
@@ -467,8 +469,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-
-    from .errors import CollapseAuditError
 
     quick = QUICK if args.quick else {}
     epochs = args.epochs or quick.get("epochs", 15)

@@ -1,0 +1,46 @@
+"""One plain sentence per headline metric on what its value means (``results.json``'s ``interpretation``).
+
+A pure function of a metrics dict: the scan writes it into ``results.json``, the report and
+the command line's summary read it, so it sits at the bottom of the import graph (no imports
+of the package) instead of in :mod:`collapse_audit.scan`, which re-exports it.
+"""
+from __future__ import annotations
+
+__all__ = ["interpret"]
+
+
+def interpret(metrics: dict) -> dict[str, str]:
+    """One plain sentence per metric on what its value means (heuristic bands, not verdicts)."""
+    def pct(v):
+        return f"{100 * v:.0f}%"
+
+    out = {}
+    fid = metrics.get("fid")
+    if fid is not None:
+        out["fid"] = (f"Frechet distance between Gaussian fits of the two feature sets ({fid:.2f}); lower is closer. "
+                      "Comparable only at the same embedder, preprocessing and sample sizes.")
+    kid = metrics.get("kid")
+    if kid is not None:
+        std = metrics.get("kid_std") or 0.0
+        if kid <= 0 or (std > 0 and kid <= 2 * std):
+            verdict = "indistinguishable from 0 at this sample size."
+        elif std == 0:
+            verdict = "above 0 (one subset only: no spread estimate)."
+        else:
+            verdict = "clearly above 0: the distributions differ."
+        out["kid"] = f"Unbiased MMD^2 with a cubic kernel ({kid:.4g} +/- {std:.2g}); " + verdict
+    p, r = metrics.get("precision"), metrics.get("recall")
+    d, c = metrics.get("density"), metrics.get("coverage")
+    if p is not None:
+        out["precision"] = (f"{pct(p)} of generated samples lie inside the real data's k-NN manifold"
+                            + ("; low precision = off-manifold / low-fidelity samples." if p < 0.6 else "."))
+    if r is not None:
+        out["recall"] = (f"{pct(r)} of real samples lie inside the generated manifold"
+                         + ("; low recall = missing modes (mode collapse)." if r < 0.6 else "."))
+    if d is not None:
+        out["density"] = (f"density {d:.2f}: ~1 when generated samples crowd real neighbourhoods like real ones do"
+                          + ("; well below 1 = off-manifold samples." if d < 0.7 else "; well above 1 = samples piled on dense real regions (collapse towards common modes)." if d > 1.3 else "."))
+    if c is not None:
+        out["coverage"] = (f"{pct(c)} of real samples have a generated sample in their k-NN ball"
+                           + ("; low coverage = dropped modes." if c < 0.8 else "."))
+    return out
