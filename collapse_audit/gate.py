@@ -123,11 +123,7 @@ class Alias:
     @property
     def key(self) -> str:
         """How the alias reads as an expression over results.json (for messages and results)."""
-        if self.reduce == "len":
-            return f"len({self.paths[0]})"
-        if self.reduce == "sum":
-            return " + ".join(self.paths)
-        return self.paths[0]
+        return K.expression(self.paths, self.reduce)
 
 
 def _alias_of(spec: K.MetricSpec) -> Alias:

@@ -45,6 +45,15 @@ BETTER = ("lower", "higher", "one")
 BETTER_PHRASE = {"lower": "lower is better", "higher": "higher is better", "one": "about 1 is best"}
 
 
+def expression(paths: tuple, reduce: str) -> str:
+    """How a number read from ``paths`` with ``reduce`` reads as an expression over results.json."""
+    if reduce == "len":
+        return f"len({paths[0]})"
+    if reduce == "sum":
+        return " + ".join(paths)
+    return paths[0]
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """One reported number.
@@ -93,11 +102,7 @@ class MetricSpec:
     @property
     def key(self) -> str:
         """The number as an expression over results.json: ``metrics.fid``, ``len(classes.dropped)``, ``a + b``."""
-        if self.reduce == "len":
-            return f"len({self.paths[0]})"
-        if self.reduce == "sum":
-            return " + ".join(self.paths)
-        return self.paths[0]
+        return expression(self.paths, self.reduce)
 
     @property
     def leaf(self) -> str:
@@ -204,3 +209,4 @@ def _check_table() -> None:
 
 
 _check_table()
+

@@ -13,6 +13,7 @@ GitHub step summary, ``.npz`` features) goes through here, so that
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -82,6 +83,29 @@ def check_output_file(path: str | os.PathLike, *, what: str = "the file", option
     return p
 
 
+@contextlib.contextmanager
+def _atomic_file(path: Path, what: str):
+    """A binary file object whose content replaces ``path`` by rename when the block ends without error.
+
+    On an OS error the temporary file is removed and :class:`EnvironmentFault` says what could not be written.
+    """
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise EnvironmentFault(f"cannot write {what} to {path} ({describe_os_error(e)}); free space or choose another folder") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
 def write_atomic(path: str | os.PathLike, data: str | bytes, *, what: str | None = None) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
@@ -90,22 +114,8 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, what: str | None
     :class:`EnvironmentFault` says what could not be written.
     """
     p = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.replace(tmp, p)
-        tmp = None
-    except OSError as e:
-        raise EnvironmentFault(f"cannot write {what or p} to {p} ({describe_os_error(e)}); free space or choose another folder") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    with _atomic_file(p, what or str(p)) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
     return p
 
 
@@ -142,19 +152,6 @@ def write_npz_atomic(path: str | os.PathLike, arrays: dict, *, what: str) -> Pat
     import numpy as np
 
     p = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, p)
-        tmp = None
-    except OSError as e:
-        raise EnvironmentFault(f"cannot write {what} to {p} ({describe_os_error(e)}); free space or choose another path") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    with _atomic_file(p, what) as f:
+        np.savez(f, **arrays)
     return p
