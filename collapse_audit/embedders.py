@@ -725,7 +725,44 @@ def parse_embedder_name(name: str) -> tuple[str, str]:
     return family.strip().lower(), variant.strip()
 
 
-FAMILIES = ("inception", "clip", "torchscript")
+@dataclass(frozen=True)
+class Family:
+    """One embedder family: how its command-line name becomes an :class:`Embedder`."""
+
+    name: str
+    make: Callable[..., "Embedder"]  # (variant, choice, cache, allow_download, progress) -> Embedder
+    usage: str  # the accepted spellings, for error messages
+    encodes_text: bool = False  # zero-shot labelling (classes, subgroups) needs a text encoder
+    safe_from_files: bool = True  # may a features file's metadata name it? (never for user code)
+
+
+def _make_torchscript_family(variant, choice, cache, allow_download, progress):
+    if not variant:
+        raise UsageError("use torchscript:PATH (optionally ?size=H,W&mean=...&std=...)")
+    return make_torchscript(variant)
+
+
+#: family name -> :class:`Family`; the one list of embedders the tool knows.
+REGISTRY: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("inception", lambda v, c, cache, dl, pr: make_inception(v, c, cache, dl, pr), "inception[:clean|:pytorch-fid]"),
+        Family("clip", lambda v, c, cache, dl, pr: make_clip(v, c, cache, dl), "clip[:ARCH/PRETRAINED]", encodes_text=True),
+        Family("torchscript", _make_torchscript_family, "torchscript:PATH", safe_from_files=False),
+    )
+}
+FAMILIES = tuple(REGISTRY)
+
+
+def family_of(name: str) -> Family | None:
+    """The registry entry for an embedder name such as ``'clip:ViT-B-32/openai'`` (None when unknown)."""
+    return REGISTRY.get(parse_embedder_name(name)[0])
+
+
+def encodes_text(embedder: "Embedder") -> bool:
+    """Whether ``embedder`` has a text tower (CLIP): what zero-shot labelling needs."""
+    fam = family_of(getattr(embedder, "name", "") or "")
+    return bool(fam and fam.encodes_text)
 
 
 def make_embedder(
@@ -736,15 +773,10 @@ def make_embedder(
     allow_download: bool = True,
     progress=None,
 ) -> Embedder:
-    """Build an embedder (weights not loaded yet) from its command-line name."""
+    """Build an embedder (weights not loaded yet) from its command-line name, through :data:`REGISTRY`."""
     family, variant = parse_embedder_name(name)
-    choice = _choice_for(family, weights)
-    if family == "inception":
-        return make_inception(variant, choice, cache, allow_download, progress)
-    if family == "clip":
-        return make_clip(variant, choice, cache, allow_download)
-    if family == "torchscript":
-        if not variant:
-            raise UsageError("use torchscript:PATH (optionally ?size=H,W&mean=...&std=...)")
-        return make_torchscript(variant)
-    raise UsageError(f"unknown embedder '{name}': use inception[:clean|:pytorch-fid], clip[:ARCH/PRETRAINED] or torchscript:PATH")
+    fam = REGISTRY.get(family)
+    if fam is None:
+        spellings = ", ".join(f.usage for f in REGISTRY.values())
+        raise UsageError(f"unknown embedder '{name}': use {spellings}")
+    return fam.make(variant, _choice_for(family, weights), cache, allow_download, progress)

@@ -31,6 +31,14 @@ import numpy as np
 
 __all__ = [
     "RadiusScan",
+    "as_f32",
+    "check_rows",
+    "flat_index",
+    "is_unit_rows",
+    "kmeans",
+    "nearest_centroid",
+    "normalise_rows",
+    "unit_rows",
     "count_within_radii",
     "distance_dtype",
     "knn",
@@ -48,6 +56,122 @@ _F32_OVERFLOW = 2.0**128 - 2.0**103
 #: float32 radius and 80 M random float64 ones need at most 1 (see there),
 #: so reaching this is a bug, reported as such rather than looping on.
 _MAX_ULP_STEPS = 16
+
+
+
+# --------------------------------------------------------------------------- primitives
+# The one set of row helpers the package uses (scale, analyses, report, labels):
+# float32 coercion, validation, L2 normalisation, exact FAISS indexes, k-means.
+
+_CHUNK = 65536
+
+
+def as_f32(x: np.ndarray) -> np.ndarray:
+    """C-contiguous float32 view or copy of ``x`` (what FAISS takes)."""
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_rows(x: np.ndarray, name: str) -> np.ndarray:
+    """``x`` as an array after checking it is non-empty 2-D and finite (checked in chunks: no full-size temporaries)."""
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array (n_samples, n_features); got shape {x.shape}")
+    for s in range(0, x.shape[0], _CHUNK):
+        if not np.isfinite(x[s : s + _CHUNK]).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def normalise_rows(x: np.ndarray, *, chunk: int = _CHUNK, dtype=np.float32) -> np.ndarray:
+    """L2-normalised copy of the rows of ``x`` (cosine geometry), computed ``chunk`` rows at a time.
+
+    ``x / max(||x||, 1e-12)`` with norms summed in float64; the output is
+    ``dtype`` (float32 by default).  Memory is the output plus one chunk,
+    where ``np.linalg.norm`` on the whole array needs float64 temporaries of
+    the whole array (8 GiB at 1M x 512).  A 1-D ``x`` is one row.
+    """
+    a = np.asarray(x) if not hasattr(x, "shape") else x
+    if np.ndim(a) == 1:
+        return normalise_rows(np.asarray(a)[None, :], chunk=chunk, dtype=dtype)[0]
+    n, d = np.shape(a)
+    out = np.empty((n, d), dtype=dtype)
+    for s in range(0, n, chunk):
+        b = np.asarray(a[s : s + chunk], dtype=np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", b, b))
+        b /= np.maximum(norms, 1e-12)[:, None]
+        out[s : s + chunk] = b
+    return out
+
+
+def is_unit_rows(x: np.ndarray, tol: float = 1e-6, chunk: int = _CHUNK) -> bool:
+    """True for an in-memory C-contiguous float32 array whose rows all have norm 1 within ``tol``."""
+    if not isinstance(x, np.ndarray) or isinstance(x, np.memmap) or x.dtype != np.float32 or not x.flags.c_contiguous:
+        return False
+    for s in range(0, x.shape[0], chunk):
+        b = x[s : s + chunk]
+        if np.abs(np.einsum("ij,ij->i", b, b, dtype=np.float64) - 1.0).max() > tol:
+            return False
+    return True
+
+
+def unit_rows(x: np.ndarray, name: str) -> np.ndarray:
+    """Checked, L2-normalised float32 rows; ``x`` itself when it already is such (no second copy at 1M rows)."""
+    x = check_rows(x, name)
+    return x if is_unit_rows(x) else normalise_rows(x)
+
+
+def flat_index(x: np.ndarray, metric: str = "l2", *, chunk: int = _CHUNK):
+    """Exact FAISS index (``IndexFlatL2`` or, for ``metric="ip"``, ``IndexFlatIP``) over the rows of ``x``."""
+    import faiss
+
+    if metric not in ("l2", "ip"):
+        raise ValueError(f"metric must be 'l2' or 'ip', got {metric!r}")
+    d = int(np.shape(x)[1])
+    index = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
+    for s in range(0, np.shape(x)[0], chunk):
+        index.add(as_f32(x[s : s + chunk]))
+    return index
+
+
+def nearest_centroid(centroids: np.ndarray, x: np.ndarray, *, block: int = _CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of every row of ``x``: (ids int64, squared L2 distances float32), exact, in query blocks."""
+    c = as_f32(centroids)
+    if np.shape(x)[1] != c.shape[1]:
+        raise ValueError(f"features have dimension {np.shape(x)[1]} but the centroids {c.shape[1]}")
+    index = flat_index(c)
+    n = np.shape(x)[0]
+    ids = np.empty(n, dtype=np.int64)
+    dist = np.empty(n, dtype=np.float32)
+    for s in range(0, n, block):
+        d, i = index.search(as_f32(x[s : s + block]), 1)
+        ids[s : s + block] = i[:, 0]
+        dist[s : s + block] = d[:, 0]
+    return ids, dist
+
+
+def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int, init: np.ndarray | None = None,
+           max_points_per_centroid: int | None = None) -> np.ndarray:
+    """FAISS k-means (Lloyd, ``nredo=1``, seeded) centroids (k, D) float32; the mean when ``k <= 1``.
+
+    ``init`` gives the starting centroids (e.g. k-means++); FAISS trains on a
+    seeded subsample of ``max_points_per_centroid * k`` rows when there are
+    more (default: no subsampling).
+    """
+    import faiss
+
+    x = as_f32(x)
+    if k <= 1 or x.shape[0] <= 1:
+        return x.mean(axis=0, keepdims=True).astype(np.float32)
+    k = min(int(k), x.shape[0])
+    mppc = max(1, -(-x.shape[0] // k)) if max_points_per_centroid is None else int(max_points_per_centroid)
+    km = faiss.Kmeans(x.shape[1], k, niter=int(niter), nredo=1, seed=int(seed), verbose=False,
+                      min_points_per_centroid=1,  # small sets are fine; silences FAISS warnings
+                      max_points_per_centroid=mppc)
+    if init is None:
+        km.train(x)
+    else:
+        km.train(x, init_centroids=as_f32(init))
+    return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -266,8 +390,8 @@ def knn(
     """
     import faiss
 
-    q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
-    b = np.ascontiguousarray(np.asarray(base, dtype=np.float32))
+    q = as_f32(queries)
+    b = as_f32(base)
     if q.ndim != 2 or b.ndim != 2 or q.shape[1] != b.shape[1]:
         raise ValueError(f"queries {q.shape} and base {b.shape} must be 2-D with the same number of columns")
     if exclude_self and q.shape[0] != b.shape[0]:
@@ -359,12 +483,10 @@ def kth_neighbour_distance(
     max_norm = float(norms.max())
     failed: list[np.ndarray] = []
 
-    import faiss
 
-    x32 = x if x.dtype == np.float32 else x.astype(np.float32)
+    x32 = as_f32(x)
     with _faiss_threads(n_threads):
-        index = faiss.IndexFlatL2(d)
-        index.add(x32)
+        index = flat_index(x32)
         faiss_block = max(block, 8192)
         for fs in range(0, n, faiss_block):
             fe = min(fs + faiss_block, n)

@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InputError, UsageError
-from .index import knn
+from .index import knn, normalise_rows
 
 SIDES = ("real", "gen")
 
@@ -226,9 +226,7 @@ def folder_labels(paths: Sequence[str]) -> list[str | None]:
 
 
 def _l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(n > 0, n, 1.0)
+    return normalise_rows(np.asarray(x), dtype=np.float64)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

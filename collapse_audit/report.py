@@ -36,6 +36,7 @@ import numpy as np
 from . import keys as K
 from .decode import load_rgb
 from .errors import InputError
+from .index import normalise_rows
 from .interpret import interpret
 from .outputs import write_atomic
 
@@ -136,12 +137,6 @@ def _width(v, scale: float) -> str:
 
 
 # --------------------------------------------------------------------------- layout
-def _l2(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
-
-
 def layout_2d(x: np.ndarray, *, seed: int = 0, method: str = "auto") -> tuple[np.ndarray, str, str]:
     """2-D layout of the rows of ``x``: ``(coords in [0, 1]^2, method used, note)``.
 
@@ -152,7 +147,7 @@ def layout_2d(x: np.ndarray, *, seed: int = 0, method: str = "auto") -> tuple[np
     are min-max scaled to the unit square (aspect kept) and rounded to 4
     decimals.
     """
-    x = _l2(x)
+    x = normalise_rows(x)
     n = x.shape[0]
     note = ""
     coords = None

@@ -53,7 +53,8 @@ import numpy as np
 from . import metrics as M
 from .analysis.stats import wilson_interval
 from .config import EXACT_MAX_PAIRS
-from .index import _check_magnitude, _faiss_threads
+from . import index as _index
+from .index import _check_magnitude, _faiss_threads, normalise_rows  # noqa: F401  (normalise_rows: its old home)
 from .metrics import PRDCIndicators
 from .progress import ProgressReporter
 
@@ -108,8 +109,7 @@ def default_nlist(n: int) -> int:
     return max(1, min(int(round(4 * math.sqrt(max(n, 1)))), n // _MIN_POINTS_PER_LIST))
 
 
-def _f32(block: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(block, dtype=np.float32)
+_f32 = _index.as_f32
 
 
 def build_index(
@@ -274,24 +274,11 @@ def _blas_threads(n_threads: int | None):
 
 def _kmeans(x: np.ndarray, k: int, seed: int, niter: int) -> np.ndarray:
     """FAISS k-means (Lloyd, seeded) centroids of the rows of ``x``; the mean when ``k == 1``."""
-    import faiss
-
-    x = _f32(x)
-    if k <= 1 or x.shape[0] <= 1:
-        return x.mean(axis=0, keepdims=True).astype(np.float32)
-    k = min(k, x.shape[0])
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=int(seed), verbose=False, min_points_per_centroid=1,
-                      max_points_per_centroid=max(1, -(-x.shape[0] // k)))
-    km.train(x)
-    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+    return _index.kmeans(x, k, seed=seed, niter=niter)
 
 
 def _nearest(centroids: np.ndarray, x: np.ndarray) -> np.ndarray:
-    import faiss
-
-    index = faiss.IndexFlatL2(centroids.shape[1])
-    index.add(centroids)
-    return index.search(_f32(x), 1)[1][:, 0]
+    return _index.nearest_centroid(centroids, x)[0]
 
 
 class _Cells:
@@ -1284,24 +1271,6 @@ def prdc(
 
 
 # =========================================================================== helpers for the analyses
-
-
-def normalise_rows(x: np.ndarray, *, chunk: int = _ADD_CHUNK) -> np.ndarray:
-    """L2-normalised float32 copy of the rows of ``x`` (cosine geometry), computed ``chunk`` rows at a time.
-
-    ``x / ||x||`` with norms summed in float64 and a floor of 1e-12 (as
-    :mod:`collapse_audit.analysis.duplicates` normalises); memory is the
-    output plus one chunk, where ``np.linalg.norm`` on the whole array
-    needs float64 temporaries of the whole array (8 GiB at 1M x 512).
-    """
-    n, d = np.shape(x)
-    out = np.empty((n, d), dtype=np.float32)
-    for s in range(0, n, chunk):
-        b = np.asarray(x[s : s + chunk], dtype=np.float64)
-        norms = np.sqrt(np.einsum("ij,ij->i", b, b))
-        b /= np.maximum(norms, 1e-12)[:, None]
-        out[s : s + chunk] = b
-    return out
 
 
 #: Searches run once per distinct vector when a vector has more copies than this (see :func:`distinct_rows`).

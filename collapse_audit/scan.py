@@ -29,10 +29,11 @@ from . import pipeline as _pipeline  # build_embedders/open_cache looked up at c
 from . import progress as _progress  # default_reporter looked up at call time (tests replace it)
 from .analysis.run import run_analyses
 from .config import DEFAULT_EMBEDDERS, AuditConfig
-from .embedders import Embedder, make_torchscript
+from .embedders import REGISTRY, Embedder, encodes_text, make_torchscript
 from .embedding import embed_folder
 from .engine_ray import select_engine
 from .errors import InputError
+from .index import as_f32
 from .features import UNKNOWN_EMBEDDER, check_feature_values, load_features
 from .interpret import interpret  # lives below the scan (the report reads it too); importable from here as before
 from .scale import prdc as prdc_auto
@@ -107,7 +108,7 @@ def side_from_featureset(fs, name: str, source: str | None = None) -> Side:
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise InputError(f"{name} features must be real numbers, got dtype {x.dtype}")
     check_feature_values(x, name)
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = as_f32(x)
     paths = list(fs.paths) if fs.paths else [f"{name}[{i}]" for i in range(x.shape[0])]
     if len(paths) != x.shape[0]:
         raise InputError(f"{name}: {len(paths)} paths for {x.shape[0]} feature rows")
@@ -143,11 +144,6 @@ def side_from_folder(path, name: str, embs: Sequence[Embedder], cfg: ScanConfig,
     )
 
 
-# Embedder families a features file may name for the folder on the other side:
-# built-in architectures with built-in (or seeded random) weights only.
-_SAFE_FAMILIES_FROM_FILES = ("inception", "clip")
-
-
 def embedder_names_for(fs_desc: dict, source: str = "the features file") -> tuple[str, str | None]:
     """Rebuild the command-line name and weights value of an embedder described in a features file.
 
@@ -159,7 +155,9 @@ def embedder_names_for(fs_desc: dict, source: str = "the features file") -> tupl
     """
     name = str(fs_desc.get("name", "") or "")
     family = name.partition(":")[0].strip().lower()
-    if family and family != UNKNOWN_EMBEDDER and family not in _SAFE_FAMILIES_FROM_FILES:
+    # only built-in architectures with built-in (or seeded random) weights (Family.safe_from_files)
+    fam = REGISTRY.get(family)
+    if family and family != UNKNOWN_EMBEDDER and not (fam and fam.safe_from_files):
         where = f" ({fs_desc['path']})" if fs_desc.get("path") else ""
         raise InputError(
             f"{source} was embedded with a {family} model{where}; a features file cannot choose code to run, so the "
@@ -405,7 +403,7 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
         per = {e: compute_metrics(real.features[e], gen.features[e], cfg, notes, e, progress=reporter) for e in ids}
     timings["metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if (acfg.classes or acfg.subgroups) and not any(type(e).__name__ == "ClipEmbedder" for e in embedder_objs.values()):
+    if (acfg.classes or acfg.subgroups) and not any(encodes_text(e) for e in embedder_objs.values()):
         embedder_objs.update(_embedders_from_descriptions(real, cfg))
     sections = run_analyses(real, gen, ids, acfg, notes, embedder_objs, timings=timings, progress=reporter)
     timings["analysis"] = time.perf_counter() - t0

@@ -20,12 +20,14 @@ Everything nearest-neighbour goes through FAISS (``faiss.Kmeans`` and an
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..index import as_f32, check_rows, kmeans, nearest_centroid
 from .stats import benjamini_hochberg, two_proportion_ztest, wilson_interval
 
-__all__ = ["cluster_dropout", "default_k", "MIN_REAL_PER_BIN", "DROP_MIN_EXPECTED", "DROP_RATIO"]
+__all__ = ["cluster_dropout", "default_k", "fit_centroids", "assign_to_centroids", "bin_test", "BinTest", "MIN_REAL_PER_BIN", "DROP_MIN_EXPECTED", "DROP_RATIO"]
 
 #: The default ``k`` keeps at least this many real samples per bin on average.
 MIN_REAL_PER_BIN = 10
@@ -88,25 +90,67 @@ def default_k(n_real: int) -> int:
 
 
 def _as_f32(x: np.ndarray, name: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array (n_samples, n_features); got shape {x.shape}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return x
+    return as_f32(check_rows(x, name))
 
 
-def _assign(index, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid (id, squared L2 distance) of every row, in query blocks."""
-    ids = np.empty(x.shape[0], dtype=np.int64)
-    dist = np.empty(x.shape[0], dtype=np.float32)
-    for s in range(0, x.shape[0], _QUERY_BLOCK):
-        d, i = index.search(x[s : s + _QUERY_BLOCK], 1)
-        ids[s : s + _QUERY_BLOCK] = i[:, 0]
-        dist[s : s + _QUERY_BLOCK] = d[:, 0]
-    return ids, dist
+def fit_centroids(real: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
+    """k-means centroids of the real features, (k, D) float32.
 
+    ``faiss.Kmeans`` (``niter=25``, ``nredo=1``) from a seeded k-means++
+    start; FAISS trains on a seeded subsample beyond 1024 rows per centroid.
+    ``k == 1`` gives the mean.  Deterministic for a fixed ``seed`` on one
+    machine (FAISS/BLAS may change the last bits elsewhere).
+    """
+    xr = _as_f32(real, "real features")
+    if k == 1:
+        return xr.mean(axis=0, keepdims=True).astype(np.float32)
+    return kmeans(xr, int(k), seed=int(seed), niter=_NITER, init=_kmeans_pp_init(xr, int(k), np.random.default_rng(seed)),
+                  max_points_per_centroid=1024)  # beyond 1024 * k real samples FAISS trains on a seeded subsample
+
+
+def assign_to_centroids(centroids: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid (id, squared L2 distance) of every row of ``x`` (exact FAISS search)."""
+    return nearest_centroid(_as_f32(centroids, "centroids"), _as_f32(x, "features"), block=_QUERY_BLOCK)
+
+
+@dataclass(frozen=True)
+class BinTest:
+    """Per-bin comparison of generated with real shares (see :func:`bin_test`); arrays of shape (k,)."""
+
+    real_share: np.ndarray
+    gen_share: np.ndarray
+    z: np.ndarray
+    p: np.ndarray
+    q: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    significant: np.ndarray
+    status: np.ndarray  # "ok" | "under" | "over" | "dropped"
+
+
+def bin_test(real_counts, gen_counts, alpha: float = 0.05) -> BinTest:
+    """The NDB rule on bin counts: z-test per bin, BH q-values, Wilson intervals, status.
+
+    ``dropped`` when ``q < alpha``, ``real_share * n_gen >= DROP_MIN_EXPECTED``
+    and ``gen_share <= DROP_RATIO * real_share``; ``under`` / ``over`` when
+    significant otherwise; ``ok`` else.  The one place this rule is written
+    (scan and track use it).
+    """
+    c_real = np.asarray(real_counts, dtype=np.int64)
+    c_gen = np.asarray(gen_counts, dtype=np.int64)
+    n_real, n_gen = int(c_real.sum()), int(c_gen.sum())
+    if n_real <= 0 or n_gen <= 0:
+        raise ValueError("bin_test needs at least one real and one generated sample")
+    real_share = c_real / n_real
+    gen_share = c_gen / n_gen
+    z, p = two_proportion_ztest(c_gen, n_gen, c_real, n_real)
+    q = benjamini_hochberg(p)
+    lo, hi = wilson_interval(c_gen, n_gen, alpha)
+    sig = q < alpha
+    dropped = sig & (real_share * n_gen >= DROP_MIN_EXPECTED) & (gen_share <= DROP_RATIO * real_share)
+    status = np.where(dropped, "dropped", np.where(sig & (gen_share < real_share), "under",
+                                                  np.where(sig & (gen_share > real_share), "over", "ok")))
+    return BinTest(real_share, gen_share, np.asarray(z), np.asarray(p), np.asarray(q), np.asarray(lo), np.asarray(hi), sig, status)
 
 def _exemplars(assign: np.ndarray, dist: np.ndarray, paths: list[str], k: int, n: int) -> list[list[str]]:
     """Per bin, up to ``n`` paths nearest the centroid (ties broken by index)."""
@@ -160,8 +204,6 @@ def cluster_dropout(
     features); they are cast to float32 for FAISS.  Deterministic for a
     fixed ``seed``.  Returns the ``clusters`` section of results.json.
     """
-    import faiss
-
     xr = _as_f32(real, "real features")
     xg = _as_f32(gen, "generated features")
     if xr.shape[1] != xg.shape[1]:
@@ -182,35 +224,14 @@ def cluster_dropout(
         if k_eff != int(k):
             k_requested = int(k)
 
-    if k_eff == 1:
-        centroids = xr.mean(axis=0, keepdims=True).astype(np.float32)
-    else:
-        km = faiss.Kmeans(
-            xr.shape[1],
-            k_eff,
-            niter=_NITER,
-            nredo=1,
-            seed=int(seed),
-            verbose=False,
-            min_points_per_centroid=1,  # small sets are fine; silences FAISS warnings
-            max_points_per_centroid=1024,  # beyond 1024 * k real samples FAISS trains on a seeded subsample
-        )
-        km.train(xr, init_centroids=_kmeans_pp_init(xr, k_eff, np.random.default_rng(seed)))
-        centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
-
-    index = faiss.IndexFlatL2(xr.shape[1])
-    index.add(centroids)
-    a_real, d_real = _assign(index, xr)
-    a_gen, d_gen = _assign(index, xg)
+    centroids = fit_centroids(xr, k_eff, seed=seed)
+    a_real, d_real = assign_to_centroids(centroids, xr)
+    a_gen, d_gen = assign_to_centroids(centroids, xg)
 
     c_real = np.bincount(a_real, minlength=k_eff).astype(np.int64)
     c_gen = np.bincount(a_gen, minlength=k_eff).astype(np.int64)
-    real_share = c_real / n_real
-    gen_share = c_gen / n_gen
-    z, p = two_proportion_ztest(c_gen, n_gen, c_real, n_real)
-    q = benjamini_hochberg(p)
-    lo, hi = wilson_interval(c_gen, n_gen, alpha)
-    sig = q < alpha
+    t = bin_test(c_real, c_gen, alpha)
+    real_share, gen_share, z, p, q, lo, hi, sig = t.real_share, t.gen_share, t.z, t.p, t.q, t.lo, t.hi, t.significant
 
     ex_real = _exemplars(a_real, d_real, list(real_paths), k_eff, n_exemplars)
     ex_gen = _exemplars(a_gen, d_gen, list(gen_paths), k_eff, n_exemplars)
@@ -218,17 +239,8 @@ def cluster_dropout(
     bins, dropped, under, over = [], [], [], []
     for b in range(k_eff):
         rs, gs = float(real_share[b]), float(gen_share[b])
-        if sig[b] and rs * n_gen >= DROP_MIN_EXPECTED and gs <= DROP_RATIO * rs:
-            status = "dropped"
-            dropped.append(b)
-        elif sig[b] and gs < rs:
-            status = "under"
-            under.append(b)
-        elif sig[b] and gs > rs:
-            status = "over"
-            over.append(b)
-        else:
-            status = "ok"
+        status = str(t.status[b])
+        {"dropped": dropped, "under": under, "over": over}.get(status, []).append(b)
         bins.append(
             {
                 "id": b,

@@ -31,7 +31,8 @@ from ..config import COPY_QUANTILE
 from ..progress import ProgressReporter
 # Row primitives shared with the approximate PRDC live below the analyses, in scale (re-exported here).
 from ..scale import DEDUP_MAX_COPIES  # noqa: F401  (re-exported: its old home)
-from ..scale import _binary_report, distinct_rows, identical_row_codes, normalise_rows
+from ..index import as_f32, flat_index, unit_rows
+from ..scale import _binary_report, distinct_rows, identical_row_codes
 
 __all__ = ["find_duplicates", "measure_search_error", "identical_row_codes", "distinct_rows", "DEFAULT_DUP_THRESHOLD", "DEFAULT_COPY_QUANTILE"]
 
@@ -56,38 +57,14 @@ _PATHS_PER_GROUP = 24
 _DIAMETER_MAX = 2048
 
 
-def _normalise(x: np.ndarray, name: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array (n_samples, n_features); got shape {x.shape}")
-    for s in range(0, x.shape[0], 65536):  # chunked: no full-size float64 temporaries at 1M rows
-        if not np.isfinite(x[s : s + 65536]).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-    if _unit_rows(x):  # already L2-normalised float32 in memory (the scan passes such): no second copy (4 GiB at 1M)
-        return x
-    return normalise_rows(x)
-
-
-def _unit_rows(x: np.ndarray, tol: float = 1e-6, chunk: int = 65536) -> bool:
-    """True for an in-memory C-contiguous float32 array whose rows all have norm 1 within ``tol``."""
-    if not isinstance(x, np.ndarray) or isinstance(x, np.memmap) or x.dtype != np.float32 or not x.flags.c_contiguous:
-        return False
-    for s in range(0, x.shape[0], chunk):
-        b = x[s : s + chunk]
-        if np.abs(np.einsum("ij,ij->i", b, b, dtype=np.float64) - 1.0).max() > tol:
-            return False
-    return True
+_normalise = unit_rows  # checked, L2-normalised float32 rows (collapse_audit.index)
 
 
 _QUIET = ProgressReporter()  # no bars (library default)
 
 
 def _ip_index(x: np.ndarray):
-    import faiss
-
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    return index
+    return flat_index(x, "ip")
 
 
 def _components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -144,7 +121,7 @@ def _near_pairs_graph(x: np.ndarray, threshold: float, extra_src, extra_dst, bui
     n_saturated = 0
     with progress.task("near-duplicates: search", ns) as advance:
         for s in range(0, ns, block):
-            xb = np.ascontiguousarray(xs[s : s + block], dtype=np.float32)
+            xb = as_f32(xs[s : s + block])
             sims, ids = index.search(xb, kk)
             b = ids.shape[0]
             q = np.broadcast_to(np.arange(s, s + b, dtype=np.int64)[:, None], ids.shape)
@@ -476,9 +453,9 @@ def _exact_nearest(q: np.ndarray, x: np.ndarray, self_rows: np.ndarray | None, b
     """Exact cosine distance from each (normalised) query to its nearest row of ``x`` (``self_rows``: the
     query's own row in ``x``, never its own neighbour), by blocked float32 GEMM: no index, no N x N matrix."""
     best = np.full(q.shape[0], -np.inf, dtype=np.float64)
-    qf = np.ascontiguousarray(q, dtype=np.float32)
+    qf = as_f32(q)
     for s in range(0, x.shape[0], block):
-        sims = qf @ np.ascontiguousarray(x[s : s + block], dtype=np.float32).T
+        sims = qf @ as_f32(x[s : s + block]).T
         if self_rows is not None:
             own = np.nonzero((self_rows >= s) & (self_rows < s + sims.shape[1]))[0]
             sims[own, self_rows[own] - s] = -np.inf

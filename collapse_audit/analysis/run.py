@@ -20,9 +20,10 @@ import numpy as np
 
 from .. import labels as L
 from ..config import AnalysisConfig  # noqa: F401  (re-exported: its old home)
-from ..embedders import clip_encode_text
+from ..embedders import clip_encode_text, encodes_text
 from ..errors import UsageError
-from ..scale import ip_index_builder, normalise_rows
+from ..index import normalise_rows
+from ..scale import ip_index_builder
 from . import classes as K
 from . import clusters as C
 from . import duplicates as Dup
@@ -44,16 +45,12 @@ def pick_space(ids: Sequence[str], requested: str | None) -> str:
     return ids[0]
 
 
-def _l2(x: np.ndarray) -> np.ndarray:
-    return normalise_rows(x)
-
-
 def _clip_embedder_for(space_id: str, embedders: dict):
     e = embedders.get(space_id)
-    if e is not None and e.__class__.__name__ == "ClipEmbedder":
+    if e is not None and encodes_text(e):
         return e
-    for eid, emb in embedders.items():
-        if emb.__class__.__name__ == "ClipEmbedder":
+    for emb in embedders.values():
+        if encodes_text(emb):
             return emb
     return None
 
@@ -79,7 +76,7 @@ def run_analyses(real, gen, ids: Sequence[str], cfg: AnalysisConfig, notes: list
     out["analysis_space"] = sid
     rf, gf = real.features[sid], gen.features[sid]
     t0 = time.perf_counter()
-    rn, gn = _l2(rf), _l2(gf)
+    rn, gn = normalise_rows(rf), normalise_rows(gf)
     timings["analysis_normalise"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -161,8 +158,8 @@ def _classes(real, gen, sid, rn, gn, cfg: AnalysisConfig, notes, embedders):
     elif cfg.classes:
         clip, clip_id = _require_clip(real, sid, embedders, "--classes")
         enc = functools.partial(_encode_text, clip)
-        real_pred, _ = L.zero_shot_classify(_l2(real.features[clip_id]), cfg.classes, enc)
-        gen_pred, _ = L.zero_shot_classify(_l2(gen.features[clip_id]), cfg.classes, enc)
+        real_pred, _ = L.zero_shot_classify(normalise_rows(real.features[clip_id]), cfg.classes, enc)
+        gen_pred, _ = L.zero_shot_classify(normalise_rows(gen.features[clip_id]), cfg.classes, enc)
         classifier = {"kind": "zero-shot", "id": clip_id, **_agreement(real_pred, real_true)}
         real_lab, gen_lab, source = real_pred, gen_pred, "zero-shot"
         classes_list = list(cfg.classes)
@@ -234,8 +231,8 @@ def _subgroups(real, gen, sid, rn, gn, cfg: AnalysisConfig, notes, embedders):
         enc = functools.partial(_encode_text, clip)
         for spec in cfg.subgroups:
             sg = L.parse_subgroup(spec)
-            real_attrs[sg.name], _ = L.zero_shot_subgroup(_l2(real.features[clip_id]), sg, enc)
-            gen_attrs[sg.name], _ = L.zero_shot_subgroup(_l2(gen.features[clip_id]), sg, enc)
+            real_attrs[sg.name], _ = L.zero_shot_subgroup(normalise_rows(real.features[clip_id]), sg, enc)
+            gen_attrs[sg.name], _ = L.zero_shot_subgroup(normalise_rows(gen.features[clip_id]), sg, enc)
             sources[sg.name] = "zero-shot"
             order[sg.name] = list(sg.groups)
     if not real_attrs:
