@@ -6,6 +6,7 @@ The public Python API (the command line is a thin layer over it)::
     res = audit(gen=G, real=R)          # arrays, FeatureSets, folders or .npz files
     res.metrics["coverage"], res.to_dict()   # to_dict() is results.json
     res.write("out/")                   # results.json + report.html
+    cluster_dropout(real=R, gen=G).dropped   # the analyses on arrays: frozen result dataclasses
 
 Names are imported on first use (PEP 562), so ``import collapse_audit`` and the
 CLI's start-up stay cheap.
@@ -36,10 +37,16 @@ _EXPORTS = {
     "indicator_bootstrap": ("collapse_audit.metrics", "indicator_bootstrap"),
     "GaussianStats": ("collapse_audit.metrics", "GaussianStats"),
     "frechet_distance": ("collapse_audit.metrics", "frechet_distance"),
-    "cluster_dropout": ("collapse_audit.analysis.clusters", "cluster_dropout"),
-    "class_dropout": ("collapse_audit.analysis.classes", "class_dropout"),
-    "subgroup_gaps": ("collapse_audit.analysis.subgroups", "subgroup_gaps"),
-    "find_duplicates": ("collapse_audit.analysis.duplicates", "find_duplicates"),
+    "cluster_dropout": ("collapse_audit.api", "cluster_dropout"),
+    "ClusterDropoutResult": ("collapse_audit.results", "ClusterDropoutResult"),
+    "class_dropout": ("collapse_audit.api", "class_dropout"),
+    "ClassDropoutResult": ("collapse_audit.results", "ClassDropoutResult"),
+    "subgroup_gaps": ("collapse_audit.api", "subgroup_gaps"),
+    "SubgroupGapsResult": ("collapse_audit.results", "SubgroupGapsResult"),
+    "find_duplicates": ("collapse_audit.api", "find_duplicates"),
+    "DuplicatesResult": ("collapse_audit.results", "DuplicatesResult"),
+    "Tracker": ("collapse_audit.track", "Tracker"),
+    "TrackConfig": ("collapse_audit.config", "TrackConfig"),
     "CollapseAuditError": ("collapse_audit.errors", "CollapseAuditError"),
     "InputError": ("collapse_audit.errors", "InputError"),
     "UsageError": ("collapse_audit.errors", "UsageError"),

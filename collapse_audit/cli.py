@@ -318,6 +318,101 @@ def scan(
         out.print(Text.assemble(("gate passed", "green"), f" ({len(rules)} rule(s))"))
 
 
+@app.command()
+def track(
+    inputs: List[Path] = typer.Argument(..., help="A run folder with one sub-folder or .npz per checkpoint (ordered by the number in its name), or several checkpoints."),
+    real: Path = typer.Option(..., "--real", "-r", help="Real images: a folder or an .npz embeddings file (embedded once, cached)."),
+    out_dir: Path = typer.Option(Path("collapse-audit-track"), "--out", "-o", help="Output folder for track.json and track.html."),
+    steps: Optional[Path] = typer.Option(None, "--steps", help="CSV with columns path,step giving each checkpoint's step (instead of the number in its name)."),
+    order: str = typer.Option("step", "--order", help="'step' (a training run) or 'generation' (models trained on their predecessors' outputs: tail loss is reported)."),
+    embedder: str = typer.Option("inception", "--embedder", "-e", help=EMBEDDER_HELP),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    seed: int = typer.Option(C.SEED, "--seed", min=0, max=SEED_MAX, help="Seed for random weights, KID subsets, bootstrap, clustering."),
+    k: int = typer.Option(C.K, "--k", min=1, help="Neighbours for precision/recall/density/coverage."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", min=2, help="k-means clusters of the real set (default: grows with N)."),
+    alpha: float = typer.Option(C.ALPHA, "--alpha", callback=_in_range(0.0, 1.0, lo_open=True, hi_open=True), help="False-alarm budget of the whole run for the collapse onset; intervals are at level 1-alpha."),
+    bootstrap: int = typer.Option(C.TRACK_BOOTSTRAP, "--bootstrap", min=0, help="Bootstrap resamples for each checkpoint's precision/recall/density intervals (0 = off; coverage's standard error is always estimated)."),
+    kid_subsets: int = typer.Option(C.KID_SUBSETS, "--kid-subsets", min=1, help="KID: number of random subsets."),
+    kid_subset_size: int = typer.Option(C.KID_SUBSET_SIZE, "--kid-subset-size", min=2, help="KID: subset size (capped at the smaller set)."),
+    fail_on: Optional[List[str]] = typer.Option(None, "--fail-on", help="Gate rule over the run, e.g. 'onset_detected>0', 'hopping_clusters>0', 'final_coverage<0.8', 'never_learned>0'. Repeatable."),
+    follow: bool = typer.Option(False, "--follow", help="Keep watching the run folder while training writes to it; each new checkpoint is audited once complete."),
+    poll: float = typer.Option(30.0, "--poll", callback=_in_range(0.0, None, lo_open=True), help="--follow: seconds between looks at the folder."),
+    idle_timeout: float = typer.Option(600.0, "--idle-timeout", callback=_in_range(0.0, None), help="--follow: stop after this many seconds without a new checkpoint."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write track.html."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    batch_size: int = typer.Option(C.BATCH_SIZE, "--batch-size", min=1),
+    workers: Optional[int] = typer.Option(0, "--workers", min=0, help="Decoding worker processes."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Weights and feature cache."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    offline: bool = typer.Option(False, "--offline", help="Never download weights."),
+):
+    """Audit the checkpoints of a training run (or model generations) over time: onset of collapse, mode hopping, alerts."""
+    from . import track as T
+
+    rules = [G.parse_rule(r, aliases=G.TRACK_ALIASES) for r in (fail_on or [])]
+    if order not in ("step", "generation"):
+        raise UsageError(f"--order {order}: use 'step' or 'generation'")
+    if follow and (len(inputs) != 1 or not inputs[0].is_dir()):
+        raise UsageError("--follow watches one run folder: give exactly one folder")
+    if not real.exists():
+        raise UsageError(f"--real {real}: no such file or folder")
+    checkpoints = [] if follow else T.discover_checkpoints(inputs, steps_csv=steps)
+    out_path = check_output_dir(out_dir)
+    cfg = C.TrackConfig(
+        embedder=embedder, weights=weights, seed=seed, k=k, clusters=clusters, alpha=alpha, bootstrap=bootstrap, order=order,
+        kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+        device=device, batch_size=batch_size, workers=workers, cache_dir=str(cache_dir) if cache_dir else None,
+        use_cache=not no_cache, offline=offline,
+    )
+
+    def show(c, found, seconds):
+        m, cl = found["checkpoint"]["metrics"], found["checkpoint"]["clusters"]
+        out.print(f"{c.name:>16}  step {c.step:>8}  coverage {_fmt(m.get('coverage'))}  recall {_fmt(m.get('recall'))}  "
+                  f"FID {_fmt(m.get('fid'))}  clusters covered {cl['n_covered']}/{len(cl['status'])}  ({seconds:.1f} s)")
+        for a in found["alerts"]:
+            (err if a["severity"] == "error" else out).print(Text.assemble(("ALERT" if a["severity"] == "error" else "warning",
+                                                                           "bold red" if a["severity"] == "error" else "yellow"), f": {a['message']}"))
+
+    def write(tr):
+        tr.write(out_path, html=not no_report)
+
+    if follow:
+        tr = T.follow_run(inputs[0], real, cfg, poll_s=poll, idle_s=idle_timeout, on_checkpoint=show, write=write)
+    else:
+        tr = T.track_run(checkpoints, real, cfg, on_checkpoint=show)
+    gate_result = tr.check(rules)
+    path = tr.write(out_path, html=not no_report, gate=gate_result if rules else None)
+    run = tr.to_dict()["run"]
+    _print_track_summary(run)
+    out.print(f"track:   {path}")
+    if not no_report:
+        out.print(f"report:  {path.parent / 'track.html'}")
+    if not gate_result.passed:
+        for v in gate_result.violations:
+            err.print(Text.assemble(("GATE FAILED", "bold red"), f": {v.message}"))
+        raise typer.Exit(1)
+    if rules:
+        out.print(Text.assemble(("gate passed", "green"), f" ({len(rules)} rule(s))"))
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _print_track_summary(run: dict) -> None:
+    onset = run.get("onset")
+    out.print(Text.assemble(("onset: ", "bold"), f"step {onset['step']} ({onset['name']})" if onset else "none detected"))
+    hop = run.get("hopping") or {}
+    ids = [str(c["id"]) for c in hop.get("clusters", [])]
+    out.print(Text.assemble(("hopping clusters: ", "bold"), ", ".join(ids) if ids else "none",
+                            ("  (oscillating run)" if hop.get("oscillating") else "")))
+    nl = run.get("never_learned") or []
+    out.print(Text.assemble(("never learned: ", "bold"), ", ".join(map(str, nl)) if nl else "none"))
+    best = run.get("best_checkpoint")
+    if best:
+        out.print(Text.assemble(("best checkpoint: ", "bold"), f"step {best['step']} ({best['name']})"))
+
+
 def _manifest_columns(manifest: Optional[Path]) -> Optional[set]:
     """The header of a manifest CSV (first record only), or None when there is none or it cannot be read here.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import keys as K
 from .errors import InputError
-from .report import _environment, write_html
+from .report import template_environment, write_html
 
 __all__ = ["METRICS", "load_results", "compare_results", "render_compare"]
 
@@ -168,4 +168,4 @@ def _summary(res: dict) -> dict:
 
 def render_compare(cmp: dict, out_html: str | os.PathLike) -> Path:
     """Write the comparison as one self-contained HTML file (same style as the report); return its path."""
-    return write_html(_environment().get_template("compare.html.j2").render(c=cmp), out_html)
+    return write_html(template_environment().get_template("compare.html.j2").render(c=cmp), out_html)

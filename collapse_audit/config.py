@@ -140,3 +140,48 @@ class AuditConfig:
     def replace(self, **changes) -> "AuditConfig":
         """A copy with ``changes`` (the analysis part follows the new seed / k / limit)."""
         return dataclasses.replace(self, **changes)
+
+
+#: Bootstrap resamples for each checkpoint's precision/recall/density/coverage intervals in ``track``.
+TRACK_BOOTSTRAP = 200
+#: Resamples of the generated set behind each checkpoint's coverage standard error (the onset test's).
+TRACK_SE_RESAMPLES = 200
+#: Smallest drop of coverage or recall (absolute) that counts as a collapse onset, however significant.
+TRACK_MIN_DROP = 0.02
+#: A run is ``oscillating`` when the clusters covered by some checkpoint exceed those a snapshot covers by this share.
+TRACK_OSCILLATING_GAP = 0.2
+#: Generated samples per checkpoint shown in the report's flipbook.
+TRACK_SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """Settings of ``track`` / :class:`collapse_audit.Tracker` (every default written once, here)."""
+
+    embedder: str = "inception"
+    weights: Sequence[str] | None = None
+    seed: int = SEED
+    k: int = K
+    clusters: int | None = None  # k-means clusters on the real set; None: the scan's default_k
+    alpha: float = ALPHA  # false-alarm budget of the whole run (onset), and interval level 1 - alpha
+    bootstrap: int = TRACK_BOOTSTRAP
+    kid_subsets: int = KID_SUBSETS
+    kid_subset_size: int = KID_SUBSET_SIZE
+    exact_max_pairs: float = EXACT_MAX_PAIRS
+    order: str = "step"  # 'step' | 'generation'
+    min_drop: float = TRACK_MIN_DROP
+    oscillating_gap: float = TRACK_OSCILLATING_GAP
+    n_samples: int = TRACK_SAMPLES
+    device: str = "auto"
+    batch_size: int = BATCH_SIZE
+    workers: int | None = 0
+    amp: bool = False
+    cache_dir: str | None = None
+    use_cache: bool = True
+    offline: bool = False
+
+    def __post_init__(self):
+        if self.order not in ("step", "generation"):
+            raise ValueError(f"order must be 'step' or 'generation', got {self.order!r}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")

@@ -77,6 +77,7 @@ from .schema import results_schema
 
 __all__ = [
     "ALIASES",
+    "TRACK_ALIASES",
     "OPERATORS",
     "SECTION_HINTS",
     "Alias",
@@ -135,6 +136,14 @@ def _alias_of(spec: K.MetricSpec) -> Alias:
 #: so a rule written with one resolves exactly like the canonical name).
 ALIASES: dict[str, Alias] = {s.alias: _alias_of(s) for s in K.METRICS if s.alias}
 ALIASES.update({old: ALIASES[new] for old, new in K.DEPRECATED_ALIASES.items()})
+
+#: The aliases of track.json (``collapse-audit track --fail-on``), from ``keys.TRACK_METRICS``.
+TRACK_ALIASES: dict[str, Alias] = {s.alias: _alias_of(s) for s in K.TRACK_METRICS}
+assert not set(TRACK_ALIASES) & set(ALIASES), "track and scan aliases must differ"
+
+
+def _alias(name: str) -> Alias:
+    return ALIASES[name] if name in ALIASES else TRACK_ALIASES[name]
 
 #: What fills each optional top-level section; used in "section is null" errors.
 #: (The CLI may overwrite these strings with its exact option names.)
@@ -294,8 +303,8 @@ class Rule:
         return OPERATORS[self.op](value, self.threshold)
 
 
-def _known_names() -> str:
-    return ", ".join(n for n, a in ALIASES.items() if n == a.name)
+def _known_names(aliases: Mapping[str, Alias] | None = None) -> str:
+    return ", ".join(n for n, a in (ALIASES if aliases is None else aliases).items() if n == a.name)
 
 
 def _did_you_mean(name: str, candidates: Iterable[str], canonical: Callable[[str], str] = str) -> str:
@@ -307,14 +316,17 @@ def _did_you_mean(name: str, candidates: Iterable[str], canonical: Callable[[str
     return f" (did you mean {canonical(close[0])!r}?)" if close else ""
 
 
-def parse_rule(text: str, *, description: str | None = None) -> Rule:
+def parse_rule(text: str, *, description: str | None = None, aliases: Mapping[str, Alias] | None = None) -> Rule:
     """Parse ``NAME OP NUMBER`` (see the module docstring); raise UsageError when it is not one.
 
     Checks syntax, and that NAME is an alias or a dotted key, before any
     expensive work; whether a KEY can exist is checked against the schema by
     ``check_rules_static``, whether it does only after the scan (``evaluate``).
     A deprecated alias parses as its canonical one, with a ``CollapseAuditWarning``.
+    ``aliases``: the table NAME is looked up in (default :data:`ALIASES`;
+    ``track`` passes :data:`TRACK_ALIASES`).
     """
+    table = ALIASES if aliases is None else aliases
     if not isinstance(text, str) or not text.strip():
         raise UsageError("empty gate rule; write NAME OP NUMBER, e.g. --fail-on \"coverage<0.8\"")
     raw = text
@@ -353,11 +365,12 @@ def parse_rule(text: str, *, description: str | None = None) -> Rule:
 
     is_plain = len(segments) == 1 and isinstance(segments[0], str) and not text.startswith("[")
     if is_plain:
-        alias = ALIASES.get(segments[0].lower())
+        alias = table.get(segments[0].lower())
         if alias is None:
+            example = "metrics.fid" if table is ALIASES else "run.final.coverage"
             raise UsageError(
-                f"unknown metric {segments[0]!r} in rule {raw!r}{_did_you_mean(segments[0].lower(), ALIASES, lambda n: ALIASES[n].name)}; "
-                f"known: {_known_names()}; or a dotted key of results.json such as metrics.fid"
+                f"unknown metric {segments[0]!r} in rule {raw!r}{_did_you_mean(segments[0].lower(), table, lambda n: table[n].name)}; "
+                f"known: {_known_names(table)}; or a dotted key of {'results' if table is ALIASES else 'track'}.json such as {example}"
             )
         if segments[0].lower() != alias.name:
             warnings.warn(
@@ -492,7 +505,7 @@ def resolve(results: Mapping[str, Any], rule: Rule) -> float | None:
     alias's section is null because that analysis did not run.
     """
     if rule.alias:
-        alias = ALIASES[rule.alias]
+        alias = _alias(rule.alias)
         if alias.reduce == "approx":  # exact PRDC has no approximation section: its error is 0
             metrics = results.get("metrics") if isinstance(results, Mapping) else None
             if isinstance(metrics, Mapping) and metrics.get("approximation") is None:

@@ -171,6 +171,27 @@ METRICS: tuple = (
                reduce="approx"),
 )
 
+#: The numbers of track.json (``collapse-audit track``) a gate rule can name; their
+#: aliases are distinct from the scan's.
+TRACK_METRICS: tuple = (
+    MetricSpec("collapse onset detected", "run.onset_detected", "onset_detected", "lower",
+               "1 when coverage, recall or a cluster fell significantly below an earlier checkpoint (false-alarm rate <= alpha over the run), else 0",
+               fmt="d"),
+    MetricSpec("hopping clusters", "run.hopping.clusters", "hopping_clusters", "lower",
+               "real clusters that switched between covered and dropped at least twice", fmt="d", reduce="len"),
+    MetricSpec("oscillating run", "run.hopping.oscillating_flag", "oscillating", "lower",
+               "1 when snapshots each cover few clusters but their union covers many, else 0", fmt="d"),
+    MetricSpec("never learned", "run.never_learned", "never_learned", "lower",
+               "real clusters dropped at every checkpoint", fmt="d", reduce="len"),
+    MetricSpec("final coverage", "run.final.coverage", "final_coverage", "higher", "coverage at the last checkpoint"),
+    MetricSpec("final recall", "run.final.recall", "final_recall", "higher", "recall at the last checkpoint"),
+    MetricSpec("final precision", "run.final.precision", "final_precision", "higher", "precision at the last checkpoint"),
+    MetricSpec("final FID", "run.final.fid", "final_fid", "lower", "FID at the last checkpoint"),
+    MetricSpec("tail loss", "run.tail_loss_flag", "tail_loss", "lower",
+               "1 when, over generations, the rarest real clusters were lost first (one-sided Mann-Whitney test), else 0",
+               fmt="d"),
+)
+
 #: The six per-embedder metrics, in display order.
 HEADLINE: tuple = tuple(s for s in METRICS if s.headline)
 

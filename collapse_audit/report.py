@@ -82,7 +82,7 @@ def duration(seconds) -> str:
     return f"{h} h {m:02d} min"
 
 
-def _environment():
+def template_environment():
     import jinja2
 
     dirs = template_dirs()
@@ -635,7 +635,7 @@ def render_report(results: dict, data: dict | None, out_html: str | os.PathLike)
     #failures #repro``. Sections that were not computed say so and how to
     get them.
     """
-    env = _environment()
+    env = template_environment()
     vm = _view_model(results, data)
     # The template calls plot_payload() at the end of the page, after the
     # galleries have recorded which thumbnails they show inline, so the plot's

@@ -261,7 +261,8 @@ class TrainedGAN:
     steps: int
 
 
-def train_gan(images: np.ndarray, recipe: GANRecipe, *, seed: int = 0, steps: int | None = None) -> TrainedGAN:
+def train_gan(images: np.ndarray, recipe: GANRecipe, *, seed: int = 0, steps: int | None = None,
+              snapshot_every: int = 0, on_snapshot=None) -> TrainedGAN:
     """Train a generator on ``images`` (N, 8, 8) in [0, 1] with ``recipe``.
 
     ``ns``: discriminator on ``BCE(D(x), 1) + BCE(D(G(z)), 0)``, generator on the
@@ -269,6 +270,9 @@ def train_gan(images: np.ndarray, recipe: GANRecipe, *, seed: int = 0, steps: in
     ``wgan-gp``: critic on ``D(G(z)) - D(x) + gp * (||grad D(x_hat)|| - 1)^2`` with
     ``x_hat`` uniform on segments between real and generated samples, generator
     on ``-D(G(z))`` (Gulrajani et al. 2017, Algorithm 1).
+
+    ``on_snapshot(step, G)`` is called every ``snapshot_every`` generator
+    updates (and after the last), the way a training script saves samples.
     """
     import torch
     import torch.nn.functional as F
@@ -290,7 +294,7 @@ def train_gan(images: np.ndarray, recipe: GANRecipe, *, seed: int = 0, steps: in
     def noise():
         return torch.randn(b, recipe.latent, generator=g)
 
-    for _ in range(steps):
+    for it in range(steps):
         for _ in range(recipe.d_steps):
             x = real_batch()
             with torch.no_grad():
@@ -312,19 +316,33 @@ def train_gan(images: np.ndarray, recipe: GANRecipe, *, seed: int = 0, steps: in
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
+        if on_snapshot is not None and snapshot_every and ((it + 1) % snapshot_every == 0 or it + 1 == steps):
+            G.eval()
+            on_snapshot(it + 1, G)
+            G.train()
     G.eval()
     return TrainedGAN(recipe, G, time.perf_counter() - t0, steps)
 
 
 def sample(gan: TrainedGAN, n: int, *, seed: int = 0) -> np.ndarray:
     """``n`` samples (n, 8, 8) in [0, 1] from fresh noise."""
+    return sample_generator(gan.generator, gan.recipe.latent, n, seed=seed)
+
+
+def sample_generator(generator, latent: int, n: int, *, seed: int = 0) -> np.ndarray:
     import torch
 
     g = torch.Generator().manual_seed(seed + 12345)
     with torch.no_grad():
-        z = torch.randn(n, gan.recipe.latent, generator=g)
-        x = gan.generator(z).reshape(n, 8, 8)
+        z = torch.randn(n, latent, generator=g)
+        x = generator(z).reshape(n, 8, 8)
     return ((x.numpy() + 1.0) / 2.0).astype(np.float32)
+
+
+def track_argv(run: Path, real: Path, embedder: Path, out: Path, seed: int) -> list[str]:
+    """The ``collapse-audit track`` command line the demo runs on each training run's snapshots."""
+    return ["track", str(run), "--real", str(real), "--embedder", f"torchscript:{embedder}", "--out", str(out),
+            "--seed", str(seed), "--workers", "0", "--fail-on", "onset_detected>0"]
 
 
 # --------------------------------------------------------------------------- audit
@@ -382,7 +400,10 @@ def _fmt(v, pct=False) -> str:
 
 # --------------------------------------------------------------------------- the program
 MARKER = ".collapse-audit-demo"
-QUICK = {"epochs": 2, "steps": 60, "samples": 300}
+QUICK = {"epochs": 2, "steps": 60, "samples": 300, "snapshot_every": 20, "snapshot_samples": 200}
+#: Defaults of the snapshots the demo's training saves (every N generator updates, this many samples each).
+SNAPSHOT_EVERY = 100
+SNAPSHOT_SAMPLES = 600
 
 
 def _say(msg: str = "") -> None:
@@ -391,7 +412,7 @@ def _say(msg: str = "") -> None:
 
 def _prepare_out(out: Path) -> None:
     """Create ``out``; clear the demo's own sub-folders from an earlier run (only in a folder the demo made)."""
-    owned = ("real", "gen", "gen_healthy", "models", "out-collapsed", "out-healthy")
+    owned = ("real", "gen", "gen_healthy", "models", "out-collapsed", "out-healthy", "runs", "track-collapsed", "track-healthy")
     if out.exists() and any((out / o).exists() for o in owned) and not (out / MARKER).exists():
         raise UsageError(f"{out}: holds files that the demo did not write; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -431,6 +452,38 @@ def _describe(label: str, s: dict, out: Path) -> None:
     _say(f"  results: {out / 'results.json'}" + (f"   report: {rep}" if rep else ""))
 
 
+def summarise_track(track: dict, code: int) -> dict:
+    """The numbers of one track.json the demo prints and the README quotes."""
+    run = track["run"]
+    cks = track["checkpoints"]
+    return {
+        "exit_code": code,
+        "n_checkpoints": len(cks),
+        "onset_step": run["onset"]["step"] if run["onset"] else None,
+        "onset_reasons": [r.get("metric") or r["kind"] for r in run["onset"]["reasons"]] if run["onset"] else [],
+        "hopping_clusters": [h["id"] for h in run["hopping"]["clusters"]],
+        "oscillating": bool(run["hopping"]["oscillating"]),
+        "never_learned": list(run["never_learned"]),
+        "best_step": run["best_checkpoint"]["step"] if run["best_checkpoint"] else None,
+        "alerts": [a["message"] for a in run["alerts"]],
+        "coverage": [c["metrics"]["coverage"] for c in cks],
+        "clusters_covered": [c["clusters"]["n_covered"] for c in cks],
+        "k": track["clusters"]["k"],
+    }
+
+
+def _describe_track(name: str, t: dict, out: Path) -> None:
+    cov = ", ".join(_fmt(v) for v in t["coverage"])
+    _say(f"{name} run over {t['n_checkpoints']} checkpoints: coverage {cov}; clusters covered "
+         f"{', '.join(map(str, t['clusters_covered']))} of {t['k']}")
+    _say(f"  onset: {'step ' + str(t['onset_step']) + ' (' + ', '.join(t['onset_reasons']) + ')' if t['onset_step'] is not None else 'none'}; "
+         f"hopping clusters: {len(t['hopping_clusters'])}{' (oscillating)' if t['oscillating'] else ''}; never learned: "
+         f"{len(t['never_learned'])}; best checkpoint: step {t['best_step']}; alerts: {len(t['alerts'])}")
+    html = out / "track.html"
+    if html.exists():
+        _say(f"  timeline and heatmap: {html}")
+
+
 def _set_threads(torch_threads: int, faiss_threads: int | None = None) -> tuple[int, int | None]:
     """Set torch's and FAISS's (OpenMP) thread counts; return the previous ones.
 
@@ -462,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="epochs of the digit classifier (default 15)")
     ap.add_argument("--steps", type=int, default=None, help="generator updates of each GAN (default: the recipe's, 1000)")
     ap.add_argument("--samples", type=int, default=None, help="generated images per generator (default 1500)")
+    ap.add_argument("--snapshot-every", type=int, default=None,
+                    help=f"save samples every N generator updates for 'track' (default {SNAPSHOT_EVERY})")
     ap.add_argument("--no-healthy", action="store_true", help="skip the healthier generator and the comparison")
     ap.add_argument("--no-report", action="store_true", help="results.json only (passes --no-report to the scans)")
     ap.add_argument("--threads", type=int, default=1,
@@ -479,7 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     saved = _set_threads(max(1, args.threads))
     deterministic = torch.are_deterministic_algorithms_enabled()
-    n_steps = 5 if args.no_healthy else 7
+    snap_every = args.snapshot_every or quick.get("snapshot_every", SNAPSHOT_EVERY)
+    snap_n = quick.get("snapshot_samples", SNAPSHOT_SAMPLES)
+    n_steps = 6 if args.no_healthy else 9
     try:
         _prepare_out(out)
         t0 = time.perf_counter()
@@ -503,11 +560,16 @@ def main(argv: list[str] | None = None) -> int:
         step = 3
         for name, recipe, gdir, _ in runs:
             seed_everything(args.seed)
-            gan = train_gan(images, recipe, seed=args.seed, steps=steps)
+            snap_dir = out / "runs" / name
+
+            def snapshot(it, G, snap_dir=snap_dir, recipe=recipe):
+                write_generated(snap_dir / f"step_{it:06d}", sample_generator(G, recipe.latent, snap_n, seed=args.seed + it))
+
+            gan = train_gan(images, recipe, seed=args.seed, steps=steps, snapshot_every=snap_every, on_snapshot=snapshot)
             write_generated(gdir, sample(gan, n_samples, seed=args.seed))
             timings[f"train_{name}"] = gan.seconds
             _say(f"[{step}/{n_steps}] {name} generator: {recipe.name}, {gan.steps} steps ({gan.seconds:.0f}s) "
-                 f"-> {n_samples} samples in {gdir}")
+                 f"-> {n_samples} samples in {gdir}; {snap_n} samples every {snap_every} steps in {snap_dir}")
             step += 1
 
         summaries, codes = {}, {}
@@ -524,6 +586,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"demo: the scan of {gdir} failed (exit {code})", file=sys.stderr)
                 return code
             summaries[name] = summarise(json.loads((odir / "results.json").read_text()))
+        tracks = {}
+        for name, _, _, _ in runs:
+            argv_track = track_argv(out / "runs" / name, real_dir, emb_path, out / f"track-{name}", args.seed)
+            argv_track += ["--no-report"] if args.no_report else []
+            _say(f"[{step}/{n_steps}] collapse-audit {shlex.join(argv_track)}")
+            step += 1
+            t0 = time.perf_counter()
+            code = _run_cli(argv_track)
+            timings[f"track_{name}"] = time.perf_counter() - t0
+            if code not in (0, 1):
+                print(f"demo: track of {out / 'runs' / name} failed (exit {code})", file=sys.stderr)
+                return code
+            tracks[name] = summarise_track(json.loads((out / f"track-{name}" / "track.json").read_text()), code)
         compare_path = None
         if "healthy" in summaries:
             if _has_command("compare"):
@@ -551,10 +626,12 @@ def main(argv: list[str] | None = None) -> int:
                  "and what would block such a model in CI. The demo itself succeeded.")
         else:
             _say("The gate 'dropped_classes>0' held for the collapsed generator this time (no class dropped outright).")
+        for name, t in tracks.items():
+            _describe_track(name, t, out / f"track-{name}")
         timings["total"] = time.perf_counter() - t_all
         summary = {"seed": args.seed, "quick": bool(args.quick), "classifier_test_accuracy": dm.test_accuracy,
                    "n_samples": n_samples, "recipes": {n: r.name for n, r, _, _ in runs}, "scan_exit_codes": codes,
-                   "seconds": {k: round(v, 1) for k, v in timings.items()}, **summaries}
+                   "seconds": {k: round(v, 1) for k, v in timings.items()}, **summaries, "track": tracks}
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _say(f"demo finished in {timings['total']:.0f}s; numbers in {out / 'summary.json'}")
         return 0

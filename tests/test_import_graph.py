@@ -29,9 +29,10 @@ ROOT = Path(__file__).resolve().parents[1] / PKG
 # layer or of lower layers, never of a higher one (equal layers: the cycle test
 # keeps them acyclic). A new module must be given a layer here.
 LAYERS: dict[str, tuple[str, ...]] = {
-    # no package imports (or only each other): errors, defaults, the metric table, progress bars
+    # no package imports (or only each other): errors, defaults, the metric table, progress bars,
+    # the analyses' result dataclasses (results: any stage may return them)
     "base": ("collapse_audit", "errors", "config", "keys", "interpret", "progress", "outputs", "schema",
-             "analysis", "models"),
+             "analysis", "models", "results"),
     # numerical kernels on arrays: kNN search, the metrics, statistical tests, the Inception network
     "kernels": ("index", "metrics", "analysis.stats", "models.inception"),
     # reading and writing files: discovery, decoding, the cache, feature/statistics files, labels
@@ -39,11 +40,12 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "embedders": ("weights", "embedders"),
     "engines": ("embedding", "engine_ray"),
     "scale": ("scale",),
-    "analysis": ("analysis.duplicates", "analysis.clusters", "analysis.classes", "analysis.subgroups", "analysis.run"),
+    "analysis": ("analysis.duplicates", "analysis.clusters", "analysis.classes", "analysis.subgroups", "analysis.run",
+                 "trackstats"),
     "scan": ("pipeline", "scan"),
-    "results": ("report", "compare", "gate"),
+    "results": ("report", "compare", "gate", "track_report"),
     # entry points: the Python API and the command line
-    "entry": ("api", "report_cli", "cli", "__main__"),
+    "entry": ("api", "track", "report_cli", "cli", "__main__"),
 }
 
 # Function-level imports of the package's own modules that stay, and why. Every other
@@ -267,6 +269,13 @@ def test_imports_point_down_the_pipeline():
     assert not unplaced, f"modules without a layer in tests/test_import_graph.py LAYERS: {', '.join(unplaced)}"
     upward = [f"{e}: {layer[e.src][1]} imports {layer[e.dst][1]}" for e in edges if layer[e.dst][0] > layer[e.src][0]]
     assert not upward, "imports against the pipeline's direction:\n" + "\n".join(upward)
+
+
+def test_result_types_import_nothing_of_the_package():
+    """``collapse_audit.results`` sits at the bottom: never api, scan or cli (nor anything else of the package)."""
+    graph, _ = import_edges()
+    assert graph["collapse_audit.results"] == set()
+    assert "collapse_audit.results" in graph["collapse_audit.api"]
 
 
 def test_function_level_imports_of_own_modules_are_only_the_listed_ones():

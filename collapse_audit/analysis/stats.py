@@ -26,8 +26,12 @@ def _st():
     return stats
 
 
-def _z(alpha: float) -> float:
+def z_two_sided(alpha: float) -> float:
+    """The standard normal quantile ``z_{1 - alpha/2}`` (1.96 at alpha = 0.05)."""
     return float(_st().norm.ppf(1 - alpha / 2))
+
+
+_z = z_two_sided
 
 
 def wilson_interval(k, n, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
