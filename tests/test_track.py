@@ -277,3 +277,30 @@ def test_coverage_standard_error_matches_the_spread_over_fresh_draws():
     print(f"coverage SD over 40 fresh draws {sd:.4f}, mean resampling SE {mean_se:.4f}")
     # the SD of 40 draws is itself uncertain by about 11 % (1/sqrt(2*39)); the binomial SE is ~0.70 of it
     assert 0.8 * sd <= mean_se <= 1.45 * sd
+
+
+def test_follow_audits_each_new_checkpoint_once_complete(tmp_path):
+    """--follow: a checkpoint is taken once unchanged over one poll; a new one appearing later is added; idle stops it."""
+    from collapse_audit.track import follow_run
+
+    all_modes = tuple(range(MODES))
+    real, run, arrays = _write_run(tmp_path, [all_modes] * 3)
+    late = run / "step_000300.npz"
+    held = tmp_path / "held.npz"
+    late.rename(held)  # written by "training" after the first poll
+    now = [0.0]
+    polls = []
+
+    def sleep(s):
+        polls.append(sorted(p.name for p in run.iterdir()))
+        if len(polls) == 2:
+            held.rename(late)
+        now[0] += s
+
+    written = []
+    tr = follow_run(run, real, FAST, poll_s=10.0, idle_s=35.0, sleep=sleep, clock=lambda: now[0],
+                    write=lambda t: written.append(len(t.checkpoints)))
+    assert [c["step"] for c in tr.checkpoints] == [100, 200, 300]
+    assert written == [1, 2, 3]  # outputs rewritten after every audited checkpoint
+    # 100 and 200 are taken at the second poll (unchanged since the first), 300 two polls after it appeared
+    assert now[0] >= 35.0
