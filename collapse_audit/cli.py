@@ -310,12 +310,7 @@ def scan(
     out.print(f"results: {path}")
     if (path.parent / "report.html").exists() and not no_report:
         out.print(f"report:  {path.parent / 'report.html'}")
-    if not gate_result.passed:
-        for v in gate_result.violations:
-            err.print(Text.assemble(("GATE FAILED", "bold red"), f": {v.message}"))
-        raise typer.Exit(1)
-    if rules:
-        out.print(Text.assemble(("gate passed", "green"), f" ({len(rules)} rule(s))"))
+    _finish_gate(gate_result, len(rules))
 
 
 @app.command()
@@ -387,12 +382,17 @@ def track(
     out.print(f"track:   {path}")
     if not no_report:
         out.print(f"report:  {path.parent / 'track.html'}")
+    _finish_gate(gate_result, len(rules))
+
+
+def _finish_gate(gate_result, n_rules: int) -> None:
+    """Print the gate's verdict (scan and track); exit 1 when a rule failed."""
     if not gate_result.passed:
         for v in gate_result.violations:
             err.print(Text.assemble(("GATE FAILED", "bold red"), f": {v.message}"))
         raise typer.Exit(1)
-    if rules:
-        out.print(Text.assemble(("gate passed", "green"), f" ({len(rules)} rule(s))"))
+    if n_rules:
+        out.print(Text.assemble(("gate passed", "green"), f" ({n_rules} rule(s))"))
 
 
 def _fmt(v) -> str:
