@@ -636,6 +636,17 @@ def embed(source, embedder: str = "inception", *, weights: Sequence[str] | None 
     (``use_cache=None``) and not for in-memory images.
     """
     embs = build_embedders([embedder], weights, seed=seed, cache_dir=cache_dir, offline=offline, progress=False)
+    return embed_with(source, embs, device=device, batch_size=batch_size, workers=workers, amp=amp,
+                      cache_dir=cache_dir, use_cache=use_cache)[0]
+
+
+def embed_with(source, embs: Sequence, *, device: str = "auto", batch_size: int = 64, workers: int | None = 0,
+               amp: bool = False, cache_dir=None, use_cache: bool | None = None) -> list[FeatureSet]:
+    """:func:`embed` with already built embedders: one pass over ``source``, one FeatureSet per embedder.
+
+    For callers that embed many sources with the same models (the tracker, once
+    per checkpoint), so the models are built once and the images decoded once.
+    """
     kw = dict(device=device, batch_size=batch_size, workers=workers, amp=amp)
     with tempfile.TemporaryDirectory(prefix="collapse-audit-embed-") as tmp:
         if isinstance(source, (str, os.PathLike)):
@@ -654,16 +665,15 @@ def embed(source, embedder: str = "inception", *, weights: Sequence[str] | None 
         cache = open_cache(cache_dir, cached if use_cache is None else use_cache)
         try:
             if files is None:
-                res = embed_folder(root, embs, cache=cache, **kw)
+                res = embed_folder(root, list(embs), cache=cache, **kw)
             else:
-                res = embed_files(root, files, embs, cache=cache, **kw)
+                res = embed_files(root, files, list(embs), cache=cache, **kw)
         finally:
             if cache is not None:
                 cache.close()
-    e = embs[0]
     n_files = getattr(res, "n_files", len(res.paths) + len(res.failures))
-    return FeatureSet(features=res.features[e.id], paths=list(res.paths), embedder_id=e.id, preprocess_id=e.preprocess_id,
-                      weights_sha256=e.weights_sha256, random_weights=e.random_weights, shas=res.shas,
-                      failures=list(res.failures), embedder=e.describe(), root=str(source) if cached and files is None else None,
-                      n_files=n_files)
+    return [FeatureSet(features=res.features[e.id], paths=list(res.paths), embedder_id=e.id, preprocess_id=e.preprocess_id,
+                       weights_sha256=e.weights_sha256, random_weights=e.random_weights, shas=res.shas,
+                       failures=list(res.failures), embedder=e.describe(), root=str(source) if cached and files is None else None,
+                       n_files=n_files) for e in embs]
 

@@ -329,7 +329,9 @@ def track(
     bootstrap: int = typer.Option(C.TRACK_BOOTSTRAP, "--bootstrap", min=0, help="Bootstrap resamples for each checkpoint's precision/recall/density intervals (0 = off; coverage's standard error is always estimated)."),
     kid_subsets: int = typer.Option(C.KID_SUBSETS, "--kid-subsets", min=1, help="KID: number of random subsets."),
     kid_subset_size: int = typer.Option(C.KID_SUBSET_SIZE, "--kid-subset-size", min=2, help="KID: subset size (capped at the smaller set)."),
-    fail_on: Optional[List[str]] = typer.Option(None, "--fail-on", help="Gate rule over the run, e.g. 'onset_detected>0', 'hopping_clusters>0', 'final_coverage<0.8', 'never_learned>0'. Repeatable."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="'folders': class = top-level sub-folder name (real images; checkpoints too unless --classifier)."),
+    classifier: Optional[str] = typer.Option(None, "--classifier", help="TorchScript classifier PATH[?size=..&mean=..&std=..] with class_names in its metadata: labels every checkpoint's images."),
+    fail_on: Optional[List[str]] = typer.Option(None, "--fail-on", help="Gate rule over the run, e.g. 'onset_detected>0', 'hopping_clusters>0', 'final_coverage<0.8', 'never_learned>0', 'final_dropped_classes>0'. Repeatable."),
     follow: bool = typer.Option(False, "--follow", help="Keep watching the run folder while training writes to it; each new checkpoint is audited once complete."),
     poll: float = typer.Option(30.0, "--poll", callback=_in_range(0.0, None, lo_open=True), help="--follow: seconds between looks at the folder."),
     idle_timeout: float = typer.Option(600.0, "--idle-timeout", callback=_in_range(0.0, None), help="--follow: stop after this many seconds without a new checkpoint."),
@@ -351,11 +353,17 @@ def track(
         raise UsageError("--follow watches one run folder: give exactly one folder")
     if not real.exists():
         raise UsageError(f"--real {real}: no such file or folder")
+    if labels not in (None, "folders"):
+        raise UsageError(f"--labels {labels}: the only label source by name is 'folders' (or use --classifier)")
+    class_rules = [r.text for r in rules if r.alias in G.TRACK_CLASS_ALIASES]
+    if class_rules and not (labels or classifier or _features_have_labels(real)):
+        raise UsageError(f"rule {class_rules[0]!r} needs classes: give --labels folders or --classifier MODEL.pt "
+                         "(or real features with labels)")
     checkpoints = [] if follow else T.discover_checkpoints(inputs, steps_csv=steps)
     out_path = check_output_dir(out_dir)
     cfg = C.TrackConfig(
         embedder=embedder, weights=weights, seed=seed, k=k, clusters=clusters, alpha=alpha, bootstrap=bootstrap, order=order,
-        kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+        kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, labels=labels, classifier=classifier,
         device=device, batch_size=batch_size, workers=workers, cache_dir=str(cache_dir) if cache_dir else None,
         use_cache=not no_cache, offline=offline,
     )
@@ -408,6 +416,11 @@ def _print_track_summary(run: dict) -> None:
                             ("  (oscillating run)" if hop.get("oscillating") else "")))
     nl = run.get("never_learned") or []
     out.print(Text.assemble(("never learned: ", "bold"), ", ".join(map(str, nl)) if nl else "none"))
+    cls = run.get("classes")
+    if cls:
+        lost = ", ".join(f"{x['name']} (since step {x['dropped_since_step']})" for x in cls["lost"]) or "none"
+        out.print(Text.assemble(("classes dropped at the end: ", "bold"), ", ".join(cls["dropped_final"]) or "none",
+                                f"  (lost after being covered: {lost})"))
     best = run.get("best_checkpoint")
     if best:
         out.print(Text.assemble(("best checkpoint: ", "bold"), f"step {best['step']} ({best['name']})"))

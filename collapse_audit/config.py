@@ -172,6 +172,8 @@ class TrackConfig:
     min_drop: float = TRACK_MIN_DROP
     oscillating_gap: float = TRACK_OSCILLATING_GAP
     n_samples: int = TRACK_SAMPLES
+    labels: str | None = None  # 'folders': class = top-level sub-folder (real side; generated too unless a classifier)
+    classifier: str | None = None  # TorchScript classifier PATH (class_names in its metadata) labelling images
     device: str = "auto"
     batch_size: int = BATCH_SIZE
     workers: int | None = 0

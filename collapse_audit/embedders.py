@@ -29,7 +29,7 @@ import numpy as np
 
 from . import weights as W
 from .decode import DEFAULT_MAX_ASPECT_RATIO
-from .errors import UsageError, WeightsError
+from .errors import InputError, UsageError, WeightsError
 
 DEFAULT_CLIP = "ViT-B-32/openai"
 
@@ -715,6 +715,23 @@ def make_torchscript(spec: str, choice: WeightsChoice | None = None, normalize: 
         if not hasattr(y, "shape") or y.ndim != 2:
             raise UsageError(f"{path}: the TorchScript model must return a 2-D tensor (batch x features), got {getattr(y, 'shape', type(y))}")
         e.dim = int(y.shape[1])
+    return e
+
+
+def make_classifier(spec: str) -> TorchScriptEmbedder:
+    """A TorchScript classifier (``PATH[?size=..&mean=..&std=..]``) whose outputs are named class logits.
+
+    Its ``collapse_audit.json`` metadata must list ``class_names``, one per output;
+    :func:`collapse_audit.labels.labels_from_logits` turns its outputs into labels.
+    The one place ``scan --classifier`` and ``track --classifier`` load it.
+    """
+    spec = str(spec).removeprefix("torchscript:")
+    e = make_torchscript(spec)
+    if not e.class_names:
+        raise InputError(f"{spec}: a classifier needs its class names in its collapse_audit.json metadata "
+                         "(\"class_names\": [...]) so that its outputs can be named")
+    if len(e.class_names) != e.dim:
+        raise InputError(f"{spec}: {len(e.class_names)} class names but the model returns {e.dim} outputs")
     return e
 
 

@@ -78,6 +78,7 @@ from .schema import results_schema
 __all__ = [
     "ALIASES",
     "TRACK_ALIASES",
+    "TRACK_CLASS_ALIASES",
     "OPERATORS",
     "SECTION_HINTS",
     "Alias",
@@ -140,6 +141,8 @@ ALIASES.update({old: ALIASES[new] for old, new in K.DEPRECATED_ALIASES.items()})
 #: The aliases of track.json (``collapse-audit track --fail-on``), from ``keys.TRACK_METRICS``.
 TRACK_ALIASES: dict[str, Alias] = {s.alias: _alias_of(s) for s in K.TRACK_METRICS}
 assert not set(TRACK_ALIASES) & set(ALIASES), "track and scan aliases must differ"
+#: Track aliases that read ``run.classes`` (the run needs class labels).
+TRACK_CLASS_ALIASES: frozenset = frozenset(a for a, al in TRACK_ALIASES.items() if any(p.startswith("run.classes.") for p in al.paths))
 
 
 def _alias(name: str) -> Alias:

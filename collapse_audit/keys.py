@@ -175,7 +175,7 @@ METRICS: tuple = (
 #: aliases are distinct from the scan's.
 TRACK_METRICS: tuple = (
     MetricSpec("collapse onset detected", "run.onset_detected", "onset_detected", "lower",
-               "1 when coverage, recall or a cluster fell significantly below an earlier checkpoint (false-alarm rate <= alpha over the run), else 0",
+               "1 when coverage or a cluster covered earlier fell significantly below an earlier checkpoint (false-alarm rate <= alpha over the run), else 0",
                fmt="d"),
     MetricSpec("hopping clusters", "run.hopping.clusters", "hopping_clusters", "lower",
                "real clusters that switched between covered and dropped at least twice", fmt="d", reduce="len"),
@@ -187,6 +187,11 @@ TRACK_METRICS: tuple = (
     MetricSpec("final recall", "run.final.recall", "final_recall", "higher", "recall at the last checkpoint"),
     MetricSpec("final precision", "run.final.precision", "final_precision", "higher", "precision at the last checkpoint"),
     MetricSpec("final FID", "run.final.fid", "final_fid", "lower", "FID at the last checkpoint"),
+    MetricSpec("classes dropped at the end", "run.classes.dropped_final", "final_dropped_classes", "lower",
+               "classes the NDB rule drops at the last labelled checkpoint (needs --labels folders or --classifier)",
+               fmt="d", reduce="len"),
+    MetricSpec("classes never learned", "run.classes.never_learned", "never_learned_classes", "lower",
+               "classes dropped at every labelled checkpoint (needs --labels folders or --classifier)", fmt="d", reduce="len"),
     MetricSpec("tail loss", "run.tail_loss_flag", "tail_loss", "lower",
                "1 when, over generations, the rarest real clusters were lost first (one-sided Mann-Whitney test), else 0",
                fmt="d"),

@@ -29,7 +29,7 @@ from . import pipeline as _pipeline  # build_embedders/open_cache looked up at c
 from . import progress as _progress  # default_reporter looked up at call time (tests replace it)
 from .analysis.run import run_analyses
 from .config import DEFAULT_EMBEDDERS, AuditConfig
-from .embedders import REGISTRY, Embedder, encodes_text, make_torchscript
+from .embedders import REGISTRY, Embedder, encodes_text, make_classifier
 from .embedding import embed_folder
 from .engine_ray import select_engine
 from .errors import InputError
@@ -310,12 +310,7 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
     acfg = cfg.analysis  # frozen; this run's changes are made with dataclasses.replace
     classifier = None
     if cfg.classifier:
-        classifier = make_torchscript(cfg.classifier)
-        if not classifier.class_names:
-            raise InputError(f"{cfg.classifier}: a classifier needs its class names in its collapse_audit.json metadata "
-                             "(\"class_names\": [...]) so that its outputs can be named")
-        if len(classifier.class_names) != classifier.dim:
-            raise InputError(f"{cfg.classifier}: {len(classifier.class_names)} class names but the model returns {classifier.dim} outputs")
+        classifier = make_classifier(cfg.classifier)
         acfg = dataclasses.replace(acfg, classifier_id=classifier.id, classifier_names=list(classifier.class_names))
     embedder_objs: dict = {}
     sides: dict[str, Side] = {}

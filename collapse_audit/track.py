@@ -37,17 +37,20 @@ from . import __version__
 from . import gate as G
 from .analysis.clusters import _exemplars, assign_to_centroids, bin_test, default_k, fit_centroids
 from .analysis.duplicates import find_duplicates
-from .api import embed
+from .api import embed_with
 from .analysis.stats import z_two_sided
 from .config import TRACK_SE_RESAMPLES, AuditConfig, TrackConfig
 from .errors import InputError, UsageError
-from .features import FeatureSet, load_features
+from .embedders import make_classifier
+from .features import UNKNOWN_EMBEDDER, FeatureSet, load_features
+from .labels import folder_labels, labels_from_logits
+from .pipeline import build_embedders
 from .index import as_f32, knn, kth_neighbour_distance, normalise_rows
 from .outputs import check_output_dir, write_atomic
 from .scan import compute_metrics, is_features_file
 from .stats_file import is_stats_file
 from .track_report import write_track_html
-from .trackstats import analyse_run
+from .trackstats import analyse_run, class_alerts, class_summary
 
 __all__ = ["Tracker", "CheckpointSource", "discover_checkpoints", "TRACK_SCHEMA_VERSION", "track_schema"]
 
@@ -229,7 +232,11 @@ class Tracker:
     def __init__(self, real, *, config: TrackConfig | None = None, real_labels: Sequence | None = None,
                  real_source: str | None = None, on_alert: Callable[[dict], Any] | None = None):
         self.config = cfg = config or TrackConfig()
-        fs = self._featureset(real, "real")
+        if cfg.labels not in (None, "folders"):
+            raise UsageError(f"labels={cfg.labels!r}: the only label source by name is 'folders' (or give a classifier)")
+        self._models: list | None = None  # [embedder, classifier?], built on first use and kept
+        self._classifier = make_classifier(cfg.classifier) if cfg.classifier else None
+        fs, cls_labels = self._load(real, "real")
         self.real = fs
         xr = as_f32(fs.features)
         if xr.ndim != 2 or xr.shape[0] < 20:
@@ -237,6 +244,7 @@ class Tracker:
         self._xr = xr
         self._real_source = real_source or (str(real) if isinstance(real, (str, os.PathLike)) else (fs.root or "array"))
         self._embedder = (fs.embedder or {}).get("id") or fs.embedder_id or cfg.embedder
+        self._embedder_id = fs.embedder_id if fs.embedder_id not in (None, "", UNKNOWN_EMBEDDER, "array") else None
         k = cfg.clusters or default_k(xr.shape[0])
         k = max(1, min(int(k), xr.shape[0] // 5))
         self._r_real = kth_neighbour_distance(xr, cfg.k) if xr.shape[0] > cfg.k else None  # kNN radii, fixed
@@ -247,11 +255,21 @@ class Tracker:
         self._c_real = np.bincount(a_real, minlength=k).astype(np.int64)
         real_paths = list(fs.paths) if fs.paths else [f"real[{i}]" for i in range(xr.shape[0])]
         self._real_exemplars = _exemplars(a_real, d_real, real_paths, k, _N_EXEMPLARS)
-        labels = list(real_labels) if real_labels is not None else (list(fs.labels) if fs.labels is not None else None)
+        labels, self._label_source = self._real_labels_of(fs, real_labels, cls_labels)
         if labels is not None and len(labels) != xr.shape[0]:
             raise InputError(f"real_labels: {len(labels)} labels for {xr.shape[0]} real samples")
         self._real_labels = labels
         self._class_names = sorted({str(x) for x in labels if x is not None}) if labels else None
+        if self._classifier is not None and self._class_names is not None:
+            # shares are compared class by class: the classifier must name the same classes as the real labels
+            unknown = sorted(set(self._class_names) - set(self._classifier.class_names))
+            if unknown:
+                raise InputError(f"{cfg.classifier}: the real labels name classes the classifier does not know: "
+                                 f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+        self._classifier_agreement = None
+        if cls_labels is not None and labels is not None and self._label_source["real"] != "classifier":
+            pairs = [(a, b) for a, b in zip(labels, cls_labels) if a is not None]
+            self._classifier_agreement = float(np.mean([str(a) == str(b) for a, b in pairs])) if pairs else None
         self._checkpoints: list[dict] = []
         self._alert_keys: set = set()
         self._run: dict | None = None
@@ -259,27 +277,57 @@ class Tracker:
         self.run_id = uuid.uuid4().hex
         self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
+    def _real_labels_of(self, fs: FeatureSet, given, cls_labels) -> tuple[list | None, dict]:
+        """The real side's labels and where they come from: given > in the features > folders > classifier."""
+        src = {"real": None, "gen": "classifier" if self._classifier is not None else self.config.labels}
+        if given is not None:
+            return list(given), {**src, "real": "given"}
+        if fs.labels is not None:
+            return list(fs.labels), {**src, "real": "features"}
+        if self.config.labels == "folders":
+            lab = folder_labels(fs.paths or [])
+            if not any(x is not None for x in lab):
+                raise InputError("labels='folders': the real images are not in class sub-folders (real/<class>/...)")
+            return lab, {**src, "real": "folders"}
+        if cls_labels is not None:
+            return list(cls_labels), {**src, "real": "classifier"}
+        return None, src
+
     # ------------------------------------------------------------------ inputs
     def _embed_kwargs(self) -> dict:
         c = self.config
-        return dict(weights=c.weights, seed=c.seed, device=c.device, batch_size=c.batch_size, workers=c.workers,
-                    amp=c.amp, cache_dir=c.cache_dir, use_cache=c.use_cache, offline=c.offline)
+        return dict(device=c.device, batch_size=c.batch_size, workers=c.workers, amp=c.amp, cache_dir=c.cache_dir,
+                    use_cache=c.use_cache)
 
-    def _featureset(self, x, name: str) -> FeatureSet:
+    def _embedders(self) -> list:
+        if self._models is None:
+            c = self.config
+            (e,) = build_embedders([c.embedder], c.weights, seed=c.seed, cache_dir=c.cache_dir, offline=c.offline, progress=False)
+            self._models = [e] + ([self._classifier] if self._classifier is not None else [])
+        return self._models
+
+    def _load(self, x, name: str) -> tuple[FeatureSet, list | None]:
+        """Features of one side and, when images were embedded with a classifier, its labels."""
         if isinstance(x, FeatureSet):
-            return x
+            return x, None
         if isinstance(x, (str, os.PathLike)):
             p = Path(x)
             if p.is_file() and is_stats_file(p):
                 raise InputError(f"{p}: a statistics file (mean, covariance) cannot be tracked: clusters and coverage need the features")
             if p.is_file() and is_features_file(p):
-                return load_features(p)
-            if p.is_dir():
-                return embed(p, self.config.embedder, **self._embed_kwargs())
-            raise InputError(f"{p}: not an image folder or an .npz features file")
-        if isinstance(x, np.ndarray) and x.ndim == 2 and np.issubdtype(x.dtype, np.floating) and name == "real":
-            return FeatureSet(features=x, paths=[f"{name}[{i}]" for i in range(x.shape[0])], embedder_id="array")
-        return embed(x, self.config.embedder, **self._embed_kwargs())
+                return load_features(p), None
+            if not p.is_dir():
+                raise InputError(f"{p}: not an image folder or an .npz features file")
+        elif isinstance(x, np.ndarray) and x.ndim == 2 and np.issubdtype(x.dtype, np.floating) and name == "real":
+            return FeatureSet(features=x, paths=[f"{name}[{i}]" for i in range(x.shape[0])], embedder_id="array"), None
+        models = self._embedders()
+        want = getattr(self, "_embedder_id", None)
+        if want is not None and models[0].id != want:
+            raise InputError(f"the real features were made by {want} but the images of this {name} checkpoint would be "
+                             f"embedded by {models[0].id}: give the same --embedder/--weights, or features of the same embedder")
+        fss = embed_with(x, models, **self._embed_kwargs())
+        cls = labels_from_logits(fss[1].features, self._classifier.class_names) if len(fss) > 1 else None
+        return fss[0], cls
 
     # ------------------------------------------------------------------ one checkpoint
     def update(self, step: int, *, features=None, images=None, name: str | None = None, paths: Sequence[str] | None = None,
@@ -295,17 +343,22 @@ class Tracker:
         step = int(step)
         if self._checkpoints and step <= self._checkpoints[-1]["step"]:
             raise UsageError(f"checkpoint step {step} does not come after the last one ({self._checkpoints[-1]['step']})")
+        cls_labels = None
         if features is not None and isinstance(features, np.ndarray):
             fs = FeatureSet(features=features, paths=list(paths) if paths else [f"step{step}[{i}]" for i in range(len(features))],
                             embedder_id="array")
         else:
-            fs = self._featureset(features if features is not None else images, "gen")
+            fs, cls_labels = self._load(features if features is not None else images, "gen")
         xg = as_f32(fs.features)
         if xg.ndim != 2 or xg.shape[1] != self._xr.shape[1]:
             raise InputError(f"checkpoint {step}: features of dimension {xg.shape[-1] if xg.ndim else 0} against real ones of {self._xr.shape[1]}")
+        got = fs.embedder_id if fs.embedder_id not in (None, "", UNKNOWN_EMBEDDER, "array") else None
+        if got is not None and self._embedder_id is not None and got != self._embedder_id:
+            raise InputError(f"checkpoint {step}: features made by {got}, the real ones by {self._embedder_id}; "
+                             "both sides must come from the same embedder")
         gen_paths = list(paths) if paths else (list(fs.paths) if fs.paths else [f"step{step}[{i}]" for i in range(xg.shape[0])])
         rec = self._checkpoint_record(len(self._checkpoints), step, name or f"step {step}", source, xg, gen_paths,
-                                      list(labels) if labels is not None else (list(fs.labels) if fs.labels is not None else None),
+                                      self._gen_labels(fs, labels, cls_labels),
                                       samples if samples is not None else self._sample_paths(fs, gen_paths))
         self._checkpoints.append(rec)
         self._run = self._analyse()
@@ -318,6 +371,19 @@ class Tracker:
                 if self._on_alert is not None:
                     self._on_alert(a)
         return {"checkpoint": rec, "alerts": new, "run": self._run}
+
+    def _gen_labels(self, fs: FeatureSet, given, cls_labels) -> list | None:
+        """A checkpoint's labels: given > in the features > the classifier's > class sub-folders."""
+        if given is not None:
+            return list(given)
+        if fs.labels is not None:
+            return list(fs.labels)
+        if cls_labels is not None:
+            return cls_labels
+        if self.config.labels == "folders" and fs.paths:
+            lab = folder_labels(fs.paths)
+            return lab if any(x is not None for x in lab) else None
+        return None
 
     def _sample_paths(self, fs: FeatureSet, gen_paths: list[str]) -> list[str]:
         if not fs.root:
@@ -372,12 +438,13 @@ class Tracker:
             return None
         names = self._class_names
         pos = {n: i for i, n in enumerate(names)}
-        cr = np.bincount([pos[str(x)] for x in self._real_labels if x is not None and str(x) in pos], minlength=len(names))
+        cr = self._real_class_counts()
         cg = np.bincount([pos[str(x)] for x in labels if x is not None and str(x) in pos], minlength=len(names))
         if cg.sum() == 0:
             return None
         t = bin_test(cr, cg, self.config.alpha)
-        return {"names": names, "real_share": [float(x) for x in t.real_share], "gen_share": [float(x) for x in t.gen_share],
+        return {"names": names, "n_gen": [int(c) for c in cg], "real_share": [float(x) for x in t.real_share],
+                "gen_share": [float(x) for x in t.gen_share],
                 "gen_share_ci": [[float(a), float(b)] for a, b in zip(t.lo, t.hi)], "status": [str(s) for s in t.status]}
 
     # ------------------------------------------------------------------ the run
@@ -401,7 +468,19 @@ class Tracker:
         run["hopping"]["oscillating_flag"] = int(bool(run["hopping"].get("oscillating")))
         tl = run.get("tail_loss")
         run["tail_loss_flag"] = int(bool(tl and tl.get("rarest_first")))
+        labelled = [c for c in cks if c.get("classes")]
+        run["classes"] = None
+        if labelled and self._class_names:
+            cr = self._real_class_counts()
+            run["classes"] = class_summary(np.array([c["classes"]["n_gen"] for c in labelled], dtype=np.int64), cr,
+                                           self._class_names, [c["step"] for c in labelled], cfg.alpha, cfg.oscillating_gap)
+            run["alerts"] = run["alerts"] + class_alerts(run["classes"])
         return run
+
+    def _real_class_counts(self) -> np.ndarray:
+        pos = {n: i for i, n in enumerate(self._class_names)}
+        return np.bincount([pos[str(x)] for x in self._real_labels if x is not None and str(x) in pos],
+                           minlength=len(self._class_names)).astype(np.int64)
 
     @property
     def checkpoints(self) -> list[dict]:
@@ -423,6 +502,9 @@ class Tracker:
             "config": {"k": cfg.k, "clusters": int(self._k), "alpha": cfg.alpha, "n_boot": cfg.bootstrap, "seed": cfg.seed,
                        "embedder": str(self._embedder), "min_drop": cfg.min_drop, "oscillating_gap": cfg.oscillating_gap},
             "real": {"n": n_real, "source": str(self._real_source), "embedder": str(self._embedder)},
+            "labels": None if not self._class_names else {
+                "real": self._label_source["real"], "gen": self._label_source["gen"] or "given", "classifier": cfg.classifier,
+                "classifier_agreement": self._classifier_agreement, "names": list(self._class_names)},
             "clusters": {"k": int(self._k), "n_real": [int(c) for c in self._c_real],
                          "real_share": [float(c) / n_real for c in self._c_real], "real_exemplars": self._real_exemplars},
             "checkpoints": self._checkpoints,

@@ -309,7 +309,24 @@ def _classes(cps: list[dict]) -> dict | None:
             cells.append({"gen": _finite(_at(c.get("gen_share"), idx)), "status": _status(_at(c.get("status"), idx)),
                           "ci": ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else None})
         rows.append({"name": n, "real": real, "cells": cells})
-    return {"rows": rows}
+    return {"rows": rows, "summary": None}
+
+
+def _class_run(run: dict, labels) -> dict | None:
+    """The run's class findings (``run.classes``) as display strings; None when absent or malformed."""
+    c = run.get("classes")
+    if not isinstance(c, dict):
+        return None
+    lost = [x for x in _as_list(c.get("lost")) if isinstance(x, dict)]
+    lab = labels if isinstance(labels, dict) else {}
+    agree = _finite(lab.get("classifier_agreement"))
+    return {"dropped_final": [str(x) for x in _as_list(c.get("dropped_final"))],
+            "lost": [{"name": str(x.get("name")), "since": x.get("dropped_since_step")} for x in lost],
+            "never_learned": [str(x) for x in _as_list(c.get("never_learned"))],
+            "hopping": [str(x.get("name")) for x in _as_list(c.get("hopping")) if isinstance(x, dict)],
+            "basis": str(c.get("basis") or ""),
+            "source": f"real: {lab.get('real')}, generated: {lab.get('gen')}" if lab else "",
+            "agreement": agree}
 
 
 # --------------------------------------------------------------------------- view model
@@ -376,6 +393,7 @@ def _view_model(track: dict, base_dir: Path | None, thumb_px: int) -> dict:
         "heat": _heatmap(track, cps, run, thumbs),
         "frames": frames,
         "classes": _classes(cps),
+        "class_run": _class_run(run, track.get("labels")),
         "alpha": _finite(run.get("alpha", config.get("alpha"))),
         "gate": track.get("gate") if isinstance(track.get("gate"), dict) else None,
         "has_images": base_dir is not None,

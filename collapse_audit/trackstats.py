@@ -76,6 +76,8 @@ __all__ = [
     "Z_BEST",
     "analyse_run",
     "best_checkpoint",
+    "class_alerts",
+    "class_summary",
     "cluster_test_level",
     "covered_matrix",
     "detect_onset",
@@ -451,6 +453,64 @@ def _alerts(onset, hopping, never, tail, steps) -> list[dict]:
                     "message": f"the rarest clusters are lost first (one-sided Mann-Whitney p={tail['p']:.2g}): "
                                f"{len(lost)} cluster(s) lost for good at step(s) "
                                f"{', '.join(str(s) for s in sorted({x['lost_at_step'] for x in lost}))}"})
+    return out
+
+
+# --------------------------------------------------------------------------- classes
+def class_summary(class_counts, real_counts, names, steps, alpha: float = 0.05, oscillating_gap: float = 0.2) -> dict:
+    """Classes over the run, by the same NDB rule as clusters: which were lost, never learned, came and went.
+
+    ``class_counts``: (T, C) generated counts per class at the T labelled
+    checkpoints (in run order), ``real_counts``: (C,), ``names``: C class names,
+    ``steps``: the T steps. A class is *lost* when it was covered at some
+    checkpoint and is dropped at the last one (``dropped_since``: the first step
+    of that final run of drops); *never learned* when dropped at every
+    checkpoint; *hopping* as for clusters (:func:`mode_hopping`). Descriptive:
+    these enter no onset test, so they do not spend the run's alpha.
+    """
+    counts = np.asarray(class_counts, dtype=np.int64)
+    names = [str(n) for n in names]
+    if counts.ndim != 2 or counts.shape[1] != len(names):
+        raise ValueError(f"class_counts must be (T, {len(names)}); got shape {counts.shape}")
+    steps = _steps(steps, counts.shape[0])
+    cov = covered_matrix(counts, real_counts, alpha)
+    T = cov.shape[0]
+    lost = []
+    for c in np.flatnonzero(~cov[-1] & cov.any(axis=0)):
+        t = T - 1
+        while t > 0 and not cov[t - 1, c]:
+            t -= 1
+        lost.append({"name": names[int(c)], "dropped_since_step": steps[t], "last_covered_step": steps[t - 1]})
+    hop = mode_hopping(cov, steps, oscillating_gap)
+    return {
+        "names": names,
+        "n_checkpoints": int(T),
+        "steps": steps,
+        "dropped_final": [names[int(c)] for c in np.flatnonzero(~cov[-1])],
+        "n_dropped_final": int((~cov[-1]).sum()),
+        "lost": lost,
+        "never_learned": [names[int(c)] for c in never_learned(cov)],
+        "hopping": [{"name": names[h["id"]], "n_switches": h["n_switches"], "switch_steps": h["switch_steps"]}
+                    for h in hop["clusters"]],
+        "basis": ("a class is dropped at a checkpoint by the NDB rule on class counts (as clusters); lost: covered at "
+                  "some checkpoint and dropped at the last; never learned: dropped at every labelled checkpoint. "
+                  "Descriptive: classes enter no onset test."),
+    }
+
+
+def class_alerts(classes: Mapping | None) -> list[dict]:
+    """Warnings for lost and never-learned classes (none when the run has no classes)."""
+    if not classes:
+        return []
+    out = []
+    if classes["lost"]:
+        out.append({"kind": "classes_lost", "checkpoint": None, "step": None, "severity": "warning",
+                    "message": f"{len(classes['lost'])} class(es) covered earlier are dropped at the last checkpoint: "
+                               + ", ".join(f"{x['name']} (since step {x['dropped_since_step']})" for x in classes["lost"])})
+    if classes["never_learned"]:
+        out.append({"kind": "classes_never_learned", "checkpoint": None, "step": None, "severity": "warning",
+                    "message": f"{len(classes['never_learned'])} class(es) dropped at every labelled checkpoint: "
+                               + ", ".join(classes["never_learned"])})
     return out
 
 

@@ -339,10 +339,10 @@ def sample_generator(generator, latent: int, n: int, *, seed: int = 0) -> np.nda
     return ((x.numpy() + 1.0) / 2.0).astype(np.float32)
 
 
-def track_argv(run: Path, real: Path, embedder: Path, out: Path, seed: int) -> list[str]:
+def track_argv(run: Path, real: Path, embedder: Path, classifier: Path, out: Path, seed: int) -> list[str]:
     """The ``collapse-audit track`` command line the demo runs on each training run's snapshots."""
-    return ["track", str(run), "--real", str(real), "--embedder", f"torchscript:{embedder}", "--out", str(out),
-            "--seed", str(seed), "--workers", "0", "--fail-on", "onset_detected>0"]
+    return ["track", str(run), "--real", str(real), "--embedder", f"torchscript:{embedder}", "--classifier", str(classifier),
+            "--labels", "folders", "--out", str(out), "--seed", str(seed), "--workers", "0", "--fail-on", "onset_detected>0"]
 
 
 # --------------------------------------------------------------------------- audit
@@ -469,6 +469,11 @@ def summarise_track(track: dict, code: int) -> dict:
         "coverage": [c["metrics"]["coverage"] for c in cks],
         "clusters_covered": [c["clusters"]["n_covered"] for c in cks],
         "k": track["clusters"]["k"],
+        "steps": [c["step"] for c in cks],
+        "classes_dropped": [[n for n, st in zip(c["classes"]["names"], c["classes"]["status"]) if st == "dropped"]
+                            if c.get("classes") else None for c in cks],
+        "classes_dropped_final": (run.get("classes") or {}).get("dropped_final"),
+        "classes_lost": (run.get("classes") or {}).get("lost"),
     }
 
 
@@ -479,6 +484,13 @@ def _describe_track(name: str, t: dict, out: Path) -> None:
     _say(f"  onset: {'step ' + str(t['onset_step']) + ' (' + ', '.join(t['onset_reasons']) + ')' if t['onset_step'] is not None else 'none'}; "
          f"hopping clusters: {len(t['hopping_clusters'])}{' (oscillating)' if t['oscillating'] else ''}; never learned: "
          f"{len(t['never_learned'])}; best checkpoint: step {t['best_step']}; alerts: {len(t['alerts'])}")
+    if t.get("classes_dropped_final") is not None:
+        first = {}
+        for st, dropped in zip(t["steps"], t["classes_dropped"]):
+            for n in dropped or []:
+                first.setdefault(n, st)
+        _say(f"  digits dropped at the last snapshot: {', '.join(t['classes_dropped_final']) or 'none'}; "
+             f"first dropped: {', '.join(f'{n} at step {s}' for n, s in sorted(first.items(), key=lambda x: x[1])) or 'none'}")
     html = out / "track.html"
     if html.exists():
         _say(f"  timeline and heatmap: {html}")
@@ -588,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
             summaries[name] = summarise(json.loads((odir / "results.json").read_text()))
         tracks = {}
         for name, _, _, _ in runs:
-            argv_track = track_argv(out / "runs" / name, real_dir, emb_path, out / f"track-{name}", args.seed)
+            argv_track = track_argv(out / "runs" / name, real_dir, emb_path, cls_path, out / f"track-{name}", args.seed)
             argv_track += ["--no-report"] if args.no_report else []
             _say(f"[{step}/{n_steps}] collapse-audit {shlex.join(argv_track)}")
             step += 1
