@@ -499,18 +499,21 @@ def class_summary(class_counts, real_counts, names, steps, alpha: float = 0.05, 
 
 
 def class_alerts(classes: Mapping | None) -> list[dict]:
-    """Warnings for lost and never-learned classes (none when the run has no classes)."""
+    """One warning per lost class and per never-learned class (none when the run has no classes).
+
+    One alert per class, so that a streaming tracker prints each once (its
+    message does not change while the class stays dropped).
+    """
     if not classes:
         return []
     out = []
-    if classes["lost"]:
-        out.append({"kind": "classes_lost", "checkpoint": None, "step": None, "severity": "warning",
-                    "message": f"{len(classes['lost'])} class(es) covered earlier are dropped at the last checkpoint: "
-                               + ", ".join(f"{x['name']} (since step {x['dropped_since_step']})" for x in classes["lost"])})
-    if classes["never_learned"]:
-        out.append({"kind": "classes_never_learned", "checkpoint": None, "step": None, "severity": "warning",
-                    "message": f"{len(classes['never_learned'])} class(es) dropped at every labelled checkpoint: "
-                               + ", ".join(classes["never_learned"])})
+    for x in classes["lost"]:
+        out.append({"kind": "class_lost", "checkpoint": None, "step": x["dropped_since_step"], "severity": "warning",
+                    "message": f"class {x['name']} is dropped since step {x['dropped_since_step']} "
+                               f"(covered at step {x['last_covered_step']})"})
+    for n in classes["never_learned"]:
+        out.append({"kind": "class_never_learned", "checkpoint": None, "step": None, "severity": "warning",
+                    "message": f"class {n} is dropped at every labelled checkpoint"})
     return out
 
 

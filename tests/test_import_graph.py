@@ -32,7 +32,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # no package imports (or only each other): errors, defaults, the metric table, progress bars,
     # the analyses' result dataclasses (results: any stage may return them)
     "base": ("collapse_audit", "errors", "config", "keys", "interpret", "progress", "outputs", "schema",
-             "analysis", "models", "results"),
+             "analysis", "models", "results", "integrations"),
     # numerical kernels on arrays: kNN search, the metrics, statistical tests, the Inception network
     "kernels": ("index", "metrics", "analysis.stats", "models.inception"),
     # reading and writing files: discovery, decoding, the cache, feature/statistics files, labels
@@ -45,7 +45,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "scan": ("pipeline", "scan"),
     "results": ("report", "compare", "gate", "track_report"),
     # entry points: the Python API and the command line
-    "entry": ("api", "track", "report_cli", "cli", "__main__"),
+    "entry": ("api", "track", "report_cli", "cli", "__main__", "integrations.lightning"),
 }
 
 # Function-level imports of the package's own modules that stay, and why. Every other
