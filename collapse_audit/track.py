@@ -36,7 +36,7 @@ import numpy as np
 from . import __version__
 from . import gate as G
 from .analysis.clusters import _exemplars, assign_to_centroids, bin_test, default_k, fit_centroids
-from .analysis.duplicates import find_duplicates
+from .analysis.duplicates import calibrated_dup_threshold, find_duplicates
 from .api import embed_with
 from .analysis.stats import z_two_sided
 from .config import TRACK_SE_RESAMPLES, AuditConfig, TrackConfig
@@ -255,6 +255,8 @@ class Tracker:
         self._c_real = np.bincount(a_real, minlength=k).astype(np.int64)
         real_paths = list(fs.paths) if fs.paths else [f"real[{i}]" for i in range(xr.shape[0])]
         self._real_exemplars = _exemplars(a_real, d_real, real_paths, k, _N_EXEMPLARS)
+        # near-duplicates on the scan's scale: calibrated once on the real set (as find_duplicates does given real)
+        self._dup_threshold, self._dup_method = calibrated_dup_threshold(xr, real_shas=fs.shas)
         labels, self._label_source = self._real_labels_of(fs, real_labels, cls_labels)
         if labels is not None and len(labels) != xr.shape[0]:
             raise InputError(f"real_labels: {len(labels)} labels for {xr.shape[0]} real samples")
@@ -418,7 +420,7 @@ class Tracker:
         c_gen = np.bincount(a_gen, minlength=self._k).astype(np.int64)
         t = bin_test(self._c_real, c_gen, cfg.alpha)
         status = [str(s) for s in t.status]
-        dup = find_duplicates(xg, None, gen_paths=gen_paths, seed=cfg.seed) \
+        dup = find_duplicates(xg, None, gen_paths=gen_paths, seed=cfg.seed, threshold=self._dup_threshold) \
             if n_gen >= 2 else None
         metrics["duplicate_fraction"] = _finite(dup["within_gen"]["dup_fraction"]) if dup else None
         rec = {
@@ -500,7 +502,8 @@ class Tracker:
             "created": self.created,
             "order": cfg.order,
             "config": {"k": cfg.k, "clusters": int(self._k), "alpha": cfg.alpha, "n_boot": cfg.bootstrap, "seed": cfg.seed,
-                       "embedder": str(self._embedder), "min_drop": cfg.min_drop, "oscillating_gap": cfg.oscillating_gap},
+                       "embedder": str(self._embedder), "min_drop": cfg.min_drop, "oscillating_gap": cfg.oscillating_gap,
+                       "dup_threshold": float(self._dup_threshold), "dup_threshold_method": self._dup_method},
             "real": {"n": n_real, "source": str(self._real_source), "embedder": str(self._embedder)},
             "labels": None if not self._class_names else {
                 "real": self._label_source["real"], "gen": self._label_source["gen"] or "given", "classifier": cfg.classifier,

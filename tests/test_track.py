@@ -304,3 +304,25 @@ def test_follow_audits_each_new_checkpoint_once_complete(tmp_path):
     assert written == [1, 2, 3]  # outputs rewritten after every audited checkpoint
     # 100 and 200 are taken at the second poll (unchanged since the first), 300 two polls after it appeared
     assert now[0] >= 35.0
+
+
+def test_duplicate_fraction_is_judged_on_the_scans_calibrated_scale():
+    # real rows far closer together than the fixed 0.05 cosine default (a domain embedder): with the default, every
+    # generated sample would be a "duplicate"; the scan lowers the threshold to a quantile of real NN distances
+    from collapse_audit.analysis.duplicates import DEFAULT_DUP_THRESHOLD, find_duplicates
+
+    rng = np.random.default_rng(5)
+    base = np.full(D, 10.0)
+    real = (base + 0.3 * rng.standard_normal((800, D))).astype(np.float32)
+    gen = (base + 0.3 * rng.standard_normal((400, D))).astype(np.float32)
+    gen[:40] = gen[40:80] + 1e-4  # 80 samples in 40 near-identical pairs
+    tr = Tracker(real=real, config=FAST)
+    tr.update(1, features=gen)
+    got = tr.checkpoints[0]["metrics"]["duplicate_fraction"]
+    scan = find_duplicates(gen, real, gen_paths=[str(i) for i in range(400)], real_paths=[str(i) for i in range(800)])
+    assert scan["within_gen"]["threshold"] < DEFAULT_DUP_THRESHOLD
+    assert got == pytest.approx(scan["within_gen"]["dup_fraction"])
+    assert 0.2 <= got <= 0.3  # the 80 planted ones, and not everything
+    fixed = find_duplicates(gen, None, gen_paths=[str(i) for i in range(400)])["within_gen"]["dup_fraction"]
+    assert fixed > 0.9  # what the uncalibrated default would have said
+    assert tr.to_dict()["config"]["dup_threshold_method"] == "calibrated"

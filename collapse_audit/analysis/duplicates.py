@@ -34,7 +34,7 @@ from ..scale import DEDUP_MAX_COPIES  # noqa: F401  (re-exported: its old home)
 from ..index import as_f32, flat_index, unit_rows
 from ..scale import _binary_report, distinct_rows, identical_row_codes
 
-__all__ = ["find_duplicates", "measure_search_error", "identical_row_codes", "distinct_rows", "DEFAULT_DUP_THRESHOLD", "DEFAULT_COPY_QUANTILE"]
+__all__ = ["find_duplicates", "calibrated_dup_threshold", "measure_search_error", "identical_row_codes", "distinct_rows", "DEFAULT_DUP_THRESHOLD", "DEFAULT_COPY_QUANTILE"]
 
 #: Default within-generated threshold: cosine distance 0.05 (cosine similarity
 #: >= 0.95).  For L2-normalised CLIP image features that is "the same picture"
@@ -324,6 +324,27 @@ def _gen_vs_real(xg, xr, gen_paths, real_paths, gen_shas, real_shas, copy_quanti
     }
 
 
+def _calibrated(q: float | None) -> tuple[float, str]:
+    """The within-generated threshold from the real set's nearest-neighbour quantile ``q``: min(default, q)."""
+    if q is not None and q < DEFAULT_DUP_THRESHOLD:
+        return float(q), "calibrated"
+    return DEFAULT_DUP_THRESHOLD, "default"
+
+
+def calibrated_dup_threshold(real: np.ndarray, *, copy_quantile: float = DEFAULT_COPY_QUANTILE, real_shas=None) -> tuple[float, str]:
+    """The near-duplicate threshold :func:`find_duplicates` uses when given ``real``, from the real set alone.
+
+    ``min(DEFAULT_DUP_THRESHOLD, the copy_quantile quantile of real nearest-other-real cosine distances)``
+    (exact real duplicates excluded) and its method (``"calibrated"`` or ``"default"``): for a caller
+    that searches many generated sets against one real set (the tracker) and calibrates once.
+    """
+    xr = _normalise(real, "real features")
+    if xr.shape[0] < 2:
+        return DEFAULT_DUP_THRESHOLD, "default"
+    d_nn, _, _ = _real_nn_distances(xr, real_shas, _ip_index(xr))
+    return _calibrated(float(np.quantile(d_nn, copy_quantile)) if d_nn.size else None)
+
+
 def find_duplicates(
     gen: np.ndarray,
     real: np.ndarray | None,
@@ -434,8 +455,8 @@ def find_duplicates(
         # space where real neighbours sit far closer than 0.05 (a domain embedder),
         # a fixed 0.05 would call everything a duplicate.
         q = out["gen_vs_real"]["calibration"].get("real_nn_distance_quantile")
-        if threshold is None and q is not None and q < thr:
-            thr, thr_method = float(q), "calibrated"
+        if threshold is None:
+            thr, thr_method = _calibrated(q)
     out["within_gen"] = _within_gen(xg, gen_paths, gen_shas, thr, int(max_groups), build, rows, progress, codes,
                                     None if distinct is None else distinct[0])
     out["within_gen"]["threshold_method"] = {
