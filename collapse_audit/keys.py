@@ -177,6 +177,9 @@ TRACK_METRICS: tuple = (
     MetricSpec("collapse onset detected", "run.onset_detected", "onset_detected", "lower",
                "1 when coverage or a cluster covered earlier fell significantly below an earlier checkpoint (false-alarm rate <= alpha over the run), else 0",
                fmt="d"),
+    MetricSpec("collapse onset persists", "run.onset_persists", "onset_persists", "lower",
+               "1 when an onset was detected and the run did not get back (the clusters that fired covered again, "
+               "coverage within min_drop of its reference) through its last checkpoint, else 0", fmt="d"),
     MetricSpec("hopping clusters", "run.hopping.clusters", "hopping_clusters", "lower",
                "real clusters that switched between covered and dropped at least twice", fmt="d", reduce="len"),
     MetricSpec("oscillating run", "run.hopping.oscillating_flag", "oscillating", "lower",

@@ -467,6 +467,7 @@ class Tracker:
         )
         # numbers the gate reads (keys.TRACK_METRICS)
         run["onset_detected"] = int(run.get("onset") is not None)
+        run["onset_persists"] = int(run.get("onset") is not None and bool(run["onset"].get("persists")))
         run["hopping"]["oscillating_flag"] = int(bool(run["hopping"].get("oscillating")))
         tl = run.get("tail_loss")
         run["tail_loss_flag"] = int(bool(tl and tl.get("rarest_first")))

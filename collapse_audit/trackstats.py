@@ -272,8 +272,36 @@ def detect_onset(*, steps, names, metrics: Mapping, se: Mapping, cluster_counts,
         if fired.size:
             reasons.append({"kind": "clusters", "clusters": [int(b) for b in fired], "level": c_level})
         if reasons:
-            return {"checkpoint": t, "step": steps[t], "name": names[t], "reasons": reasons}
+            out = {"checkpoint": t, "step": steps[t], "name": names[t], "reasons": reasons}
+            out.update(_recovery(t, reasons, cov, vals, steps, min_drop))
+            return out
     return None
+
+
+def _recovery(t: int, reasons: list[dict], cov: np.ndarray, vals: Mapping, steps: list[int], min_drop: float) -> dict:
+    """Whether the run got back from the onset at ``t`` and stayed back to its last checkpoint.
+
+    A later checkpoint ``u`` is *back* when every cluster that fired at ``t`` is
+    covered at ``u`` and every metric that fired is within ``min_drop`` of its
+    reference value. ``recovered_step``: the first ``u`` from which every
+    checkpoint to the end is back (None when the last one is not: the collapse
+    persists). Read after the fact; the onset itself never depends on it.
+    """
+    T = cov.shape[0]
+    back = np.ones(T, dtype=bool)
+    back[: t + 1] = False
+    for r in reasons:
+        if r["kind"] == "clusters":
+            back &= cov[:, r["clusters"]].all(axis=1)
+        else:
+            v = vals[r["metric"]]
+            back &= np.isfinite(v) & (v >= r["reference_value"] - min_drop)
+    u = None
+    if back[T - 1]:
+        u = T - 1
+        while u - 1 > t and back[u - 1]:
+            u -= 1
+    return {"recovered_checkpoint": u, "recovered_step": steps[u] if u is not None else None, "persists": u is None}
 
 
 def _onset_basis(alpha: float, K: int) -> str:
@@ -431,8 +459,10 @@ def _alerts(onset, hopping, never, tail, steps) -> list[dict]:
                              f"({r['reference_value']:.3f} -> {r['value']:.3f}, p={r['p']:.2g} < {r['level']:.2g})")
             else:
                 parts.append(f"cluster(s) {_ids(r['clusters'])} covered earlier are dropped (p < {r['level']:.2g})")
+        rec = onset.get("recovered_step")
         out.append({"kind": "onset", "checkpoint": onset["checkpoint"], "step": onset["step"], "severity": "error",
-                    "message": f"collapse starts at step {onset['step']}: " + "; ".join(parts)})
+                    "message": f"collapse starts at step {onset['step']}: " + "; ".join(parts)
+                               + (f" (recovered from step {rec} to the end of the run)" if rec is not None else "")})
     hop = hopping["clusters"]
     if hop:
         sws = sorted({s for h in hop for s in h["switch_steps"]})

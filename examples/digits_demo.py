@@ -461,6 +461,7 @@ def summarise_track(track: dict, code: int) -> dict:
         "n_checkpoints": len(cks),
         "onset_step": run["onset"]["step"] if run["onset"] else None,
         "onset_reasons": [r.get("metric") or r["kind"] for r in run["onset"]["reasons"]] if run["onset"] else [],
+        "onset_recovered_step": run["onset"].get("recovered_step") if run["onset"] else None,
         "hopping_clusters": [h["id"] for h in run["hopping"]["clusters"]],
         "oscillating": bool(run["hopping"]["oscillating"]),
         "never_learned": list(run["never_learned"]),

@@ -82,6 +82,11 @@ def test_tracker_reports_a_class_lost_at_its_step_and_the_gate_fails(tmp_path):
     g = tr.check([G.parse_rule("final_dropped_classes>0", aliases=G.TRACK_ALIASES)])
     assert not g.passed
     assert tr.check([G.parse_rule("never_learned_classes>0", aliases=G.TRACK_ALIASES)]).passed
+    # every track alias names a number of this track.json
+    vals = {a: G.resolve(d, G.parse_rule(f"{a}>0", aliases=G.TRACK_ALIASES)) for a in G.TRACK_ALIASES}
+    assert all(v is not None for v in vals.values()), vals
+    assert vals["onset_detected"] == 1 and vals["onset_persists"] == 1  # mode 3 never comes back
+    assert vals["final_dropped_classes"] == 1 and vals["never_learned_classes"] == 0 and vals["tail_loss"] == 0
 
 
 def test_unlabelled_run_has_no_class_section():

@@ -424,3 +424,28 @@ def test_bad_inputs_are_refused():
         analyse_run(**inp, order="epoch")
     with pytest.raises(ValueError, match="alpha"):
         analyse_run(**inp, alpha=1.5)
+
+
+# --------------------------------------------------------------------------- recovery after an onset (added with onset_persists)
+def test_onset_recovery_is_reported_after_the_fact_and_never_moves_the_onset():
+    from collapse_audit.trackstats import detect_onset
+
+    real = np.array([200, 200, 200, 200])
+    base = np.array([150, 150, 150, 150])
+    gone = np.array([200, 200, 200, 0])  # cluster 3 dropped
+    steps = [10, 20, 30, 40, 50]
+
+    def onset(rows):
+        T = len(rows)
+        nan = np.full(T, np.nan)
+        return detect_onset(steps=steps[:T], names=[str(s) for s in steps[:T]], metrics={"coverage": nan},
+                            se={"coverage": nan}, cluster_counts=np.array(rows), real_counts=real)
+
+    transient = onset([base, gone, base, base, base])
+    assert transient["step"] == 20 and transient["recovered_step"] == 30 and transient["persists"] is False
+    back_and_gone = onset([base, gone, base, gone, base])  # back for good only from the last checkpoint
+    assert back_and_gone["step"] == 20 and back_and_gone["recovered_step"] == 50
+    persistent = onset([base, gone, base, gone, gone])
+    assert persistent["step"] == 20 and persistent["recovered_step"] is None and persistent["persists"] is True
+    prefix = onset([base, gone])  # nothing after the onset yet: not recovered
+    assert prefix["step"] == 20 and prefix["persists"] is True
