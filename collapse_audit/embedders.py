@@ -93,6 +93,7 @@ class Embedder:
     weights_sha256: str | None = None
     seed: int | None = None
     normalize: bool = False  # L2-normalise outputs
+    precision: str = field(default="fp32", init=False)  # set_precision(); part of the id when not fp32
     model_calls: int = field(default=0, init=False)
     _model: object = field(default=None, init=False, repr=False)
     _device: str = field(default="cpu", init=False, repr=False)
@@ -100,7 +101,17 @@ class Embedder:
 
     @property
     def id(self) -> str:
-        return f"{self.name}:{self.weights_tag}:{self.preprocess_id}"
+        base = f"{self.name}:{self.weights_tag}:{self.preprocess_id}"
+        return base if self.precision == "fp32" else f"{base}:{self.precision}"
+
+    def set_precision(self, amp: bool, device: str) -> "Embedder":
+        """Name the arithmetic the features will come from in the id (``amp-bf16`` / ``amp-fp16``; fp32 adds nothing).
+
+        Mixed-precision features differ from float32 ones, so they must not share
+        cache entries or be compared as if they were the same embedding.
+        """
+        self.precision = precision_tag(amp, device)
+        return self
 
     @property
     def random_weights(self) -> bool:
@@ -142,12 +153,14 @@ class Embedder:
         import torch
 
         if self._model is not None and self._device == device:
+            self._amp = amp
             return self
         model = self._build()
         model.eval()
         for prm in model.parameters():
             prm.requires_grad_(False)
-        if device.startswith("cuda"):
+        if device.startswith("cuda") or amp:
+            # channels-last: what cuDNN and oneDNN's bf16 kernels (AMX, AVX-512 BF16) run fastest on
             model = model.to(device, memory_format=torch.channels_last)
         else:
             model = model.to(device)
@@ -162,11 +175,14 @@ class Embedder:
             self.load()
         self.model_calls += 1
         x = batch.to(self._device, non_blocking=True)
-        if self._device.startswith("cuda"):
+        cuda = self._device.startswith("cuda")
+        if (cuda or self._amp) and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), _tf32(self._device.startswith("cuda") and self._amp):
-            if self._amp and self._device.startswith("cuda"):
-                with torch.autocast("cuda", dtype=torch.float16):
+        with torch.inference_mode(), _tf32(cuda and self._amp):
+            if self._amp:
+                # --amp: float16 on CUDA (10 mantissa bits; the network's activations stay far from its range),
+                # bfloat16 on CPU (oneDNN's AMX / AVX-512 BF16 kernels); features come back as float32
+                with torch.autocast("cuda" if cuda else "cpu", dtype=AMP_DTYPE["cuda" if cuda else "cpu"]):
                     y = self._model(x)
             else:
                 y = self._model(x)
@@ -174,6 +190,29 @@ class Embedder:
             if self.normalize:
                 y = torch.nn.functional.normalize(y, dim=-1)
         return y.cpu().numpy().astype(np.float32, copy=False)
+
+
+#: ``--amp``'s autocast dtype per device type (names, so that importing this module needs no torch).
+AMP_DTYPE_NAMES: dict = {"cuda": "float16", "cpu": "bfloat16"}
+
+
+def precision_tag(amp: bool, device: str) -> str:
+    """``fp32``, or ``amp-fp16`` (CUDA) / ``amp-bf16`` (CPU): the arithmetic of ``--amp`` on ``device``."""
+    if not amp:
+        return "fp32"
+    return "amp-fp16" if str(device).startswith("cuda") else "amp-bf16"
+
+
+class _AmpDtypes(dict):
+    def __missing__(self, key):
+        import torch
+
+        v = getattr(torch, AMP_DTYPE_NAMES[key])
+        self[key] = v
+        return v
+
+
+AMP_DTYPE = _AmpDtypes()
 
 
 # --------------------------------------------------------------------------- Inception

@@ -150,6 +150,7 @@ def embed_files(
     ``rehash=True`` hashes every file again instead of trusting the cache's
     stat shortcut (``None``: the cache's setting, then ``$COLLAPSE_AUDIT_REHASH``).
     """
+    tag_precision(embedders, device, amp)
 
     def compute(files, todo_idx, todo_needs, max_pixels, stats):
         import torch
@@ -330,6 +331,13 @@ def embed_cached(
             cache.close()
 
 
+def tag_precision(embedders: Sequence[Embedder], device: str, amp: bool) -> None:
+    """Put ``--amp``'s arithmetic on this device into every embedder's id (before any cache lookup)."""
+    dev = resolve_device(device)
+    for e in embedders:
+        e.set_precision(bool(amp), dev)
+
+
 def embed_folder(root: str | os.PathLike, embedders: Sequence[Embedder], *, engine=None,
                  rehash: bool | None = None, **kw) -> EmbedResult:
     """Discover the images under ``root`` (recursively) and embed them.
@@ -340,6 +348,7 @@ def embed_folder(root: str | os.PathLike, embedders: Sequence[Embedder], *, engi
     stat shortcut (any engine; ``None``: the cache's setting, then
     ``$COLLAPSE_AUDIT_REHASH``).
     """
+    tag_precision(embedders, kw.get("device", "auto"), kw.get("amp", False))
     found = discover(root)
     rel = found.files
     if not rel:

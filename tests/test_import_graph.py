@@ -34,7 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "base": ("collapse_audit", "errors", "config", "keys", "interpret", "progress", "outputs", "schema",
              "analysis", "models", "results", "integrations"),
     # numerical kernels on arrays: kNN search, the metrics, statistical tests, the Inception network
-    "kernels": ("index", "metrics", "analysis.stats", "models.inception"),
+    "kernels": ("index", "metrics", "analysis.stats", "models.inception", "resize"),
     # reading and writing files: discovery, decoding, the cache, feature/statistics files, labels
     "io": ("discover", "decode", "cache", "features", "stats_file", "labels"),
     "embedders": ("weights", "embedders"),
