@@ -342,7 +342,7 @@ def sample_generator(generator, latent: int, n: int, *, seed: int = 0) -> np.nda
 def track_argv(run: Path, real: Path, embedder: Path, classifier: Path, out: Path, seed: int) -> list[str]:
     """The ``collapse-audit track`` command line the demo runs on each training run's snapshots."""
     return ["track", str(run), "--real", str(real), "--embedder", f"torchscript:{embedder}", "--classifier", str(classifier),
-            "--labels", "folders", "--out", str(out), "--seed", str(seed), "--workers", "0", "--fail-on", "onset_detected>0"]
+            "--labels", "folders", "--out", str(out), "--seed", str(seed), "--workers", "0", "--fail-on", "onset_persists>0"]
 
 
 # --------------------------------------------------------------------------- audit
