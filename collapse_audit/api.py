@@ -623,7 +623,7 @@ def _images_to_folder(images, folder: Path) -> None:
 
 def embed(source, embedder: str = "inception", *, weights: Sequence[str] | None = None, seed: int = 0,
           device: str = "auto", batch_size: int = 64, workers: int | None = 0, amp: bool = False,
-          cache_dir=None, use_cache: bool | None = None, offline: bool = False) -> FeatureSet:
+          cache_dir=None, use_cache: bool | None = None, offline: bool = False, decode: str = "auto") -> FeatureSet:
     """Embed images with one embedder; returns a :class:`~collapse_audit.features.FeatureSet`.
 
     ``source``: an image folder (recursive), a list of image files, a list of
@@ -637,17 +637,17 @@ def embed(source, embedder: str = "inception", *, weights: Sequence[str] | None 
     """
     embs = build_embedders([embedder], weights, seed=seed, cache_dir=cache_dir, offline=offline, progress=False)
     return embed_with(source, embs, device=device, batch_size=batch_size, workers=workers, amp=amp,
-                      cache_dir=cache_dir, use_cache=use_cache)[0]
+                      cache_dir=cache_dir, use_cache=use_cache, decode=decode)[0]
 
 
 def embed_with(source, embs: Sequence, *, device: str = "auto", batch_size: int = 64, workers: int | None = 0,
-               amp: bool = False, cache_dir=None, use_cache: bool | None = None) -> list[FeatureSet]:
+               amp: bool = False, cache_dir=None, use_cache: bool | None = None, decode: str = "auto") -> list[FeatureSet]:
     """:func:`embed` with already built embedders: one pass over ``source``, one FeatureSet per embedder.
 
     For callers that embed many sources with the same models (the tracker, once
     per checkpoint), so the models are built once and the images decoded once.
     """
-    kw = dict(device=device, batch_size=batch_size, workers=workers, amp=amp)
+    kw = dict(device=device, batch_size=batch_size, workers=workers, amp=amp, decode=decode)
     with tempfile.TemporaryDirectory(prefix="collapse-audit-embed-") as tmp:
         if isinstance(source, (str, os.PathLike)):
             root, files, cached = Path(source), None, True

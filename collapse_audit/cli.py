@@ -99,8 +99,20 @@ class _SafeStream:
 out = Console(file=_SafeStream("stdout"), highlight=False, soft_wrap=True, markup=False, emoji=False)
 err = Console(file=_SafeStream("stderr"), highlight=False, soft_wrap=True, markup=False, emoji=False)
 
+AMP_HELP = ("Mixed precision: float16 on CUDA, bfloat16 on CPU (AMX / AVX-512 BF16). Faster; features differ slightly "
+            "from float32 and get their own embedder id and cache entries.")
+DECODE_HELP = ("Where JPEGs are decoded and resized: 'pil' (Pillow in the worker processes), 'device' (batched on the "
+               "model's device: nvJPEG on CUDA, Inception only), 'auto' (device on CUDA when possible, else pil).")
 EMBEDDER_HELP = "Embedder: inception[:clean|:pytorch-fid] or clip[:ARCH/PRETRAINED] (default clip is ViT-B-32/openai)."
 WEIGHTS_HELP = "Weights: 'pretrained' (default), 'random' (seeded, for tests/offline), or NAME=PATH / NAME=random per embedder (e.g. inception=pt_inception.pth). Repeatable."
+
+
+def _decode_mode(value: str) -> str:
+    """--decode: one of auto, pil, device (checked before any work)."""
+    v = (value or "auto").strip().lower()
+    if v not in ("auto", "pil", "device"):
+        raise typer.BadParameter(f"{value!r}: use auto, pil or device")
+    return v
 
 
 def _in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
@@ -152,7 +164,8 @@ def embed(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     batch_size: int = typer.Option(C.BATCH_SIZE, "--batch-size", min=1, help="Images per model call."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding worker processes (default: min(8, CPUs))."),
-    amp: bool = typer.Option(False, "--amp", help="Mixed precision on GPU (faster; features differ slightly from fp32)."),
+    amp: bool = typer.Option(False, "--amp", help=AMP_HELP),
+    decode: str = typer.Option("auto", "--decode", callback=_decode_mode, help=DECODE_HELP),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache for weights and features (default: $COLLAPSE_AUDIT_CACHE or the user cache dir)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     rehash: bool = typer.Option(False, "--rehash", help="Hash every file again instead of trusting the cache's (size, mtime, ctime, inode) shortcut (also: COLLAPSE_AUDIT_REHASH=1)."),
@@ -168,7 +181,7 @@ def embed(
 
     res, path = embed_to_file(
         folder, output, embedder=embedder, weights=weights, seed=seed, device=device, batch_size=batch_size,
-        workers=workers, amp=amp, cache_dir=cache_dir, use_cache=not no_cache, offline=offline, progress=progress,
+        workers=workers, amp=amp, decode=decode, cache_dir=cache_dir, use_cache=not no_cache, offline=offline, progress=progress,
         engine=engine, ray_address=ray_address, shard_dir=str(shard_dir) if shard_dir else None, stats_out=stats_out,
         rehash=True if rehash else None,
     )
@@ -234,7 +247,8 @@ def scan(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     batch_size: int = typer.Option(C.BATCH_SIZE, "--batch-size", min=1),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding worker processes."),
-    amp: bool = typer.Option(False, "--amp", help="Mixed precision on GPU."),
+    amp: bool = typer.Option(False, "--amp", help=AMP_HELP),
+    decode: str = typer.Option("auto", "--decode", callback=_decode_mode, help=DECODE_HELP),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Weights and feature cache."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     rehash: bool = typer.Option(False, "--rehash", help="Hash every file again instead of trusting the cache's (size, mtime, ctime, inode) shortcut (also: COLLAPSE_AUDIT_REHASH=1)."),
@@ -288,7 +302,7 @@ def scan(
             parse_subgroup(sgs)  # syntax errors before any work
     cfg = ScanConfig(
         embedders=embedder, weights=weights, seed=seed, device=device, batch_size=batch_size, workers=workers,
-        amp=amp, cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, offline=offline,
+        amp=amp, decode=decode, cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, offline=offline,
         progress=progress, k=k, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap,
         command=["collapse-audit", *sys.argv[1:]] if sys.argv and "collapse" in sys.argv[0] else None,
         classifier=classifier, analysis=acfg, engine=engine, ray_address=ray_address, exact_max_pairs=exact_max_pairs,
@@ -339,6 +353,8 @@ def track(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     batch_size: int = typer.Option(C.BATCH_SIZE, "--batch-size", min=1),
     workers: Optional[int] = typer.Option(0, "--workers", min=0, help="Decoding worker processes."),
+    amp: bool = typer.Option(False, "--amp", help=AMP_HELP),
+    decode: str = typer.Option("auto", "--decode", callback=_decode_mode, help=DECODE_HELP),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Weights and feature cache."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
@@ -364,7 +380,7 @@ def track(
     cfg = C.TrackConfig(
         embedder=embedder, weights=weights, seed=seed, k=k, clusters=clusters, alpha=alpha, bootstrap=bootstrap, order=order,
         kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, labels=labels, classifier=classifier,
-        device=device, batch_size=batch_size, workers=workers, cache_dir=str(cache_dir) if cache_dir else None,
+        device=device, batch_size=batch_size, workers=workers, amp=amp, decode=decode, cache_dir=str(cache_dir) if cache_dir else None,
         use_cache=not no_cache, offline=offline,
     )
 

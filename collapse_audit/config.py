@@ -100,6 +100,7 @@ class AuditConfig:
     batch_size: int = BATCH_SIZE
     workers: int | None = None
     amp: bool = False
+    decode: str = "auto"  # 'auto' | 'pil' | 'device': where JPEGs are decoded and resized (see embedding.embed_files)
     cache_dir: str | None = None
     use_cache: bool = True
     offline: bool = False
@@ -178,6 +179,7 @@ class TrackConfig:
     batch_size: int = BATCH_SIZE
     workers: int | None = 0
     amp: bool = False
+    decode: str = "auto"  # 'auto' | 'pil' | 'device': where JPEGs are decoded and resized (see embedding.embed_files)
     cache_dir: str | None = None
     use_cache: bool = True
     offline: bool = False

@@ -30,6 +30,7 @@ import numpy as np
 from . import weights as W
 from .decode import DEFAULT_MAX_ASPECT_RATIO
 from .errors import InputError, UsageError, WeightsError
+from .resize import resize_bilinear_pytorch_fid, resize_clean
 
 DEFAULT_CLIP = "ViT-B-32/openai"
 
@@ -141,6 +142,11 @@ class Embedder:
         """The picklable preprocessing callable (sent to DataLoader workers / Ray tasks)."""
         return self._pre
 
+    def device_preprocess(self):
+        """``uint8 (B, 3, H, W) batch on the device -> float input batch``, the same numbers as :meth:`preprocess`
+        (to float32 rounding); None when this embedder has none (its images are decoded and preprocessed by Pillow)."""
+        return None
+
     def _build(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -248,6 +254,9 @@ class InceptionEmbedder(Embedder):
 
     def __post_init__(self):
         self._pre = _InceptionPreprocess(self.preprocess_id)
+
+    def device_preprocess(self):
+        return {"clean": resize_clean, "pytorch-fid": resize_bilinear_pytorch_fid}.get(self.preprocess_id)
 
     def _build(self):
         from .models.inception import build_fid_inception

@@ -27,9 +27,10 @@ import numpy as np
 
 from . import decode as D
 from .cache import PREPROCESS_FAILURE_PREFIX, FeatureCache, preprocess_failure_key
+from .device_decode import DeviceDecodeDataset, device_batches, keep_items
 from .discover import discover
 from .embedders import Embedder
-from .errors import CollapseAuditWarning, InputError
+from .errors import CollapseAuditWarning, InputError, UsageError
 from .progress import ProgressReporter
 
 DECODER_ID = "pillow-rgb-v2"  # v2: Netpbm decoded, extreme aspect ratios refused (v1 failures are retried)
@@ -144,26 +145,38 @@ def embed_files(
     amp: bool = False,
     max_pixels: int | None = None,
     rehash: bool | None = None,
+    decode: str = "auto",
 ) -> EmbedResult:
     """Embed ``rel_paths`` under ``root`` with every embedder; see module docstring.
 
     ``rehash=True`` hashes every file again instead of trusting the cache's
     stat shortcut (``None``: the cache's setting, then ``$COLLAPSE_AUDIT_REHASH``).
+    ``decode``: ``"pil"`` (decode and preprocess in the workers with Pillow),
+    ``"device"`` (JPEGs decoded and resized on the model's device,
+    :mod:`collapse_audit.device_decode`; needs every embedder to have a device
+    preprocessing) or ``"auto"`` (``device`` on CUDA when it can, else ``pil``).
     """
     tag_precision(embedders, device, amp)
+    on_device = use_device_decode(decode, resolve_device(device), embedders)
 
     def compute(files, todo_idx, todo_needs, max_pixels, stats):
         import torch
 
         dev = resolve_device(device)
         by_id = {e.id: e for e in embedders}
-        ds = _DecodeDataset([files[i] for i in todo_idx], todo_idx, todo_needs,
-                            {e.id: e.preprocess_fn for e in embedders}, max_pixels)
+        pre = {e.id: e.preprocess_fn for e in embedders}
+        sub = [files[i] for i in todo_idx]
+        if on_device:
+            ds = DeviceDecodeDataset(sub, todo_idx, todo_needs, pre, max_pixels, decode_and_preprocess)
+            collate = keep_items
+        else:
+            ds = _DecodeDataset(sub, todo_idx, todo_needs, pre, max_pixels)
+            collate = _collate
         nw = default_workers() if workers is None else max(0, int(workers))
         nw = min(nw, max(0, len(ds) // max(1, batch_size // 4)))  # no pool for a handful of files
         loader = torch.utils.data.DataLoader(
-            ds, batch_size=batch_size, shuffle=False, num_workers=nw, collate_fn=_collate,
-            pin_memory=dev.startswith("cuda"), persistent_workers=False,
+            ds, batch_size=batch_size, shuffle=False, num_workers=nw, collate_fn=collate,
+            pin_memory=dev.startswith("cuda") and not on_device, persistent_workers=False,
             prefetch_factor=4 if nw > 0 else None,
         )
         # On CPU the decoding workers and the model share the cores: give the model
@@ -172,7 +185,16 @@ def embed_files(
         if dev == "cpu" and nw > 0:
             torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - nw)))
         try:
-            for batches, fails in loader:
+            if on_device:
+                file_of = {i: files[i] for i in todo_idx}
+            for item in loader:
+                if on_device:
+                    for e in embedders:
+                        if not e.loaded:
+                            e.load(dev, amp=amp)
+                    batches, fails = device_batches(item, file_of, by_id, dev, max_pixels, decode_and_preprocess, stats)
+                else:
+                    batches, fails = item
                 out = {}
                 for eid, (idxs, x) in batches.items():
                     e = by_id[eid]
@@ -329,6 +351,21 @@ def embed_cached(
     finally:
         if own_cache:
             cache.close()
+
+
+DECODE_MODES = ("auto", "pil", "device")
+
+
+def use_device_decode(decode: str, device: str, embedders: Sequence[Embedder]) -> bool:
+    """Whether :func:`embed_files` decodes on the device (see its ``decode``); refuses an impossible ``device``."""
+    mode = (decode or "auto").strip().lower()
+    if mode not in DECODE_MODES:
+        raise UsageError(f"--decode {decode}: use auto, pil or device")
+    able = all(e.device_preprocess() is not None for e in embedders)
+    if mode == "device" and not able:
+        names = ", ".join(e.name for e in embedders if e.device_preprocess() is None)
+        raise UsageError(f"--decode device: {names} has no device preprocessing (only Inception has); use --decode pil or auto")
+    return mode == "device" or (mode == "auto" and able and device.startswith("cuda"))
 
 
 def tag_precision(embedders: Sequence[Embedder], device: str, amp: bool) -> None:

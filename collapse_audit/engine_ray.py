@@ -229,6 +229,7 @@ def embed_files_ray(
     amp: bool = False,
     max_pixels: int | None = None,
     num_cpus: int | None = None,
+    decode: str = "auto",  # Ray's workers always decode with Pillow (the device path is the local engine's)
 ) -> EmbedResult:
     """Embed ``rel_paths`` under ``root`` on Ray; same result as :func:`collapse_audit.embedding.embed_files`.
 

@@ -95,6 +95,7 @@ def embed_to_file(
     batch_size: int = 64,
     workers: int | None = None,
     amp: bool = False,
+    decode: str = "auto",
     cache_dir=None,
     use_cache: bool = True,
     offline: bool = False,
@@ -120,7 +121,7 @@ def embed_to_file(
     try:
         res = embed_folder(
             folder, embs, engine=engine_fn, device=device, batch_size=batch_size, workers=workers, cache=cache,
-            progress=default_reporter(progress), amp=amp,
+            progress=default_reporter(progress), amp=amp, decode=decode,
         )
     finally:
         if cache is not None:

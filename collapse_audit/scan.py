@@ -134,7 +134,7 @@ def side_from_stats(path, name: str) -> Side:
 
 def side_from_folder(path, name: str, embs: Sequence[Embedder], cfg: ScanConfig, cache, reporter, engine=None) -> Side:
     res = embed_folder(path, embs, engine=engine, device=cfg.device, batch_size=cfg.batch_size, workers=cfg.workers,
-                       cache=cache, progress=reporter, amp=cfg.amp)
+                       cache=cache, progress=reporter, amp=cfg.amp, decode=cfg.decode)
     if not res.paths:
         first = res.failures[0]
         raise InputError(f"{path} ({name}): none of the {res.n_files} image files could be read (e.g. {first['path']}: {first['reason']})")

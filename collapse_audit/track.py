@@ -298,7 +298,7 @@ class Tracker:
     # ------------------------------------------------------------------ inputs
     def _embed_kwargs(self) -> dict:
         c = self.config
-        return dict(device=c.device, batch_size=c.batch_size, workers=c.workers, amp=c.amp, cache_dir=c.cache_dir,
+        return dict(device=c.device, batch_size=c.batch_size, workers=c.workers, amp=c.amp, decode=c.decode, cache_dir=c.cache_dir,
                     use_cache=c.use_cache)
 
     def _embedders(self) -> list:

@@ -38,7 +38,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # reading and writing files: discovery, decoding, the cache, feature/statistics files, labels
     "io": ("discover", "decode", "cache", "features", "stats_file", "labels"),
     "embedders": ("weights", "embedders"),
-    "engines": ("embedding", "engine_ray"),
+    "engines": ("device_decode", "embedding", "engine_ray"),
     "scale": ("scale",),
     "analysis": ("analysis.duplicates", "analysis.clusters", "analysis.classes", "analysis.subgroups", "analysis.run",
                  "trackstats"),
