@@ -9,7 +9,7 @@ PIP_FLAGS ?= --disable-pip-version-check -q
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 LOCK := requirements.lock
 
-.PHONY: install lock test test-slow demo bench bench-quick bench-million lint clean browser
+.PHONY: install lock test test-slow demo bench bench-quick bench-million bench-embed lint clean browser
 
 install: $(VENV)/.installed
 
@@ -62,6 +62,12 @@ bench: install
 # about 1.5 hours on 2 cores, 8 GB of feature files in $(TMPDIR).
 bench-million: install
 	$(PY) benchmarks/bench_scale.py --slow --scan
+
+# Embedding throughput: collapse-audit (float32, --amp, cached, PNG) against pytorch-fid and torch-fidelity on the
+# same JPEGs and the same random Inception weights, alternated, with the model-only ceiling. About 7 minutes on
+# 2 CPU cores; BENCH_EMBED_ARGS="--device cuda" for a GPU.
+bench-embed: install
+	$(PY) benchmarks/bench_embed.py $(BENCH_EMBED_ARGS)
 
 bench-quick: install
 	$(PY) benchmarks/bench_metrics.py --quick

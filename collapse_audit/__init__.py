@@ -37,6 +37,8 @@ _EXPORTS = {
     "indicator_bootstrap": ("collapse_audit.metrics", "indicator_bootstrap"),
     "GaussianStats": ("collapse_audit.metrics", "GaussianStats"),
     "frechet_distance": ("collapse_audit.metrics", "frechet_distance"),
+    "vendi_score": ("collapse_audit.metrics", "vendi_score"),
+    "cmmd": ("collapse_audit.metrics", "cmmd"),
     "cluster_dropout": ("collapse_audit.api", "cluster_dropout"),
     "ClusterDropoutResult": ("collapse_audit.results", "ClusterDropoutResult"),
     "class_dropout": ("collapse_audit.api", "class_dropout"),

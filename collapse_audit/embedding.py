@@ -128,8 +128,17 @@ def _collate(items):
     return batches, fails
 
 
-def default_workers() -> int:
-    return max(0, min(8, (os.cpu_count() or 1)))
+def default_workers(device: str = "cuda") -> int:
+    """Decoding worker processes by default: min(8, CPUs) for a GPU; on CPU a quarter of the cores (at least 1).
+
+    On CPU the model is the bottleneck (Inception-v3 ~100 ms per image per core,
+    decoding and resizing a 512 px JPEG ~7 ms), so the workers get few cores
+    and the model keeps all of its threads (``make bench-embed`` measures it).
+    """
+    n = os.cpu_count() or 1
+    if str(device).startswith("cuda"):
+        return max(0, min(8, n))
+    return max(1, min(8, n // 4))
 
 
 def embed_files(
@@ -172,18 +181,17 @@ def embed_files(
         else:
             ds = _DecodeDataset(sub, todo_idx, todo_needs, pre, max_pixels)
             collate = _collate
-        nw = default_workers() if workers is None else max(0, int(workers))
+        nw = default_workers(dev) if workers is None else max(0, int(workers))
         nw = min(nw, max(0, len(ds) // max(1, batch_size // 4)))  # no pool for a handful of files
         loader = torch.utils.data.DataLoader(
             ds, batch_size=batch_size, shuffle=False, num_workers=nw, collate_fn=collate,
             pin_memory=dev.startswith("cuda") and not on_device, persistent_workers=False,
             prefetch_factor=4 if nw > 0 else None,
         )
-        # On CPU the decoding workers and the model share the cores: give the model
-        # the cores the workers do not use, so they do not fight over them.
+        # On CPU the model keeps every thread: decoding and resizing cost a few ms per image against ~100 ms
+        # of Inception per image per core, so the workers are mostly idle. (Before, the model gave the workers
+        # their cores: on 2 cores with 2 workers it ran on one thread, at half of pytorch-fid's speed.)
         threads = torch.get_num_threads()
-        if dev == "cpu" and nw > 0:
-            torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - nw)))
         try:
             if on_device:
                 file_of = {i: files[i] for i in todo_idx}

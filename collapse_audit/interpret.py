@@ -43,4 +43,14 @@ def interpret(metrics: dict) -> dict[str, str]:
     if c is not None:
         out["coverage"] = (f"{pct(c)} of real samples have a generated sample in their k-NN ball"
                            + ("; low coverage = dropped modes." if c < 0.8 else "."))
+    v, vr = metrics.get("vendi"), metrics.get("vendi_real")
+    if v is not None:
+        ref = f" against {vr:.1f} for the real set" if vr is not None else ""
+        low = vr is not None and v < 0.5 * vr
+        out["vendi"] = (f"the generated set is worth {v:.1f} distinct samples (Vendi score, cosine kernel){ref}"
+                        + ("; far fewer than the real set = collapse onto few modes." if low else "."))
+    cm = metrics.get("cmmd")
+    if cm is not None:
+        out["cmmd"] = (f"RBF MMD^2 x 1000 between the CLIP embeddings ({cm:.4g}); 0 for identical distributions, "
+                       "no normality assumption (unlike FID).")
     return out

@@ -68,7 +68,7 @@ class MetricSpec:
     ``reduce``: ``"value"`` (the number at ``path``), ``"len"`` (length of the list at ``path``),
     ``"sum"`` (sum of the paths' values) or ``"approx"`` (the value; 0 when the section is absent
     because the exact method ran).
-    ``headline``: one of the six per-embedder metrics (CLI summary, report rows, step summary).
+    ``headline``: one of the per-embedder headline metrics (CLI summary, report rows, step summary).
     ``spread``: a sibling key holding the number's spread (KID's ``kid_std``): shown as ``± x`` and
     widening compare's tolerance.
     ``compare_abs`` / ``compare_rel``: compare's tolerance (a change within
@@ -139,6 +139,15 @@ METRICS: tuple = (
     MetricSpec("coverage", "metrics.coverage", "coverage", "higher",
                "coverage (Naeem et al. 2020): fraction of real samples with a generated neighbour",
                headline=True, compare_abs=0.005),
+    MetricSpec("Vendi", "metrics.vendi", "vendi", "higher",
+               "Vendi score (Friedman & Dieng 2023, cosine kernel): the effective number of distinct generated samples; "
+               "compare with the real set's (metrics.vendi_real)",
+               headline=True, compare_abs=1e-6, compare_rel=0.02),
+    MetricSpec("Vendi of the real set", "metrics.vendi_real", "vendi_real", None,
+               "the same Vendi score on the real samples: the diversity the generated set should reach"),
+    MetricSpec("CMMD", "metrics.cmmd", "cmmd", "lower",
+               "CMMD (Jayasumana et al. 2024): 1000 x RBF MMD^2 (sigma 10) on L2-normalised CLIP embeddings; CLIP embedders only",
+               compare_abs=1e-4, compare_rel=0.01),
     MetricSpec("dropped clusters", "clusters.dropped", "dropped_clusters", "lower",
                "number of real-data clusters the generator dropped",
                reduce="len", compare_abs=0.0),
@@ -200,7 +209,7 @@ TRACK_METRICS: tuple = (
                fmt="d"),
 )
 
-#: The six per-embedder metrics, in display order.
+#: The per-embedder headline metrics (FID, KID, PRDC, Vendi), in display order.
 HEADLINE: tuple = tuple(s for s in METRICS if s.headline)
 
 #: What ``collapse-audit compare`` lists, in display order.

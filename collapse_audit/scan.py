@@ -222,7 +222,30 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
             out["ci_level"] = 1 - b.alpha
             out["ci_method"] = (f"percentile bootstrap of the per-sample terms, {b.n_boot} resamples "
                                 f"(k-NN balls estimated once from the full sets, {pr.method} search)")
+    out["vendi"], out["vendi_real"] = _finite(M.vendi_score(gen)), _finite(M.vendi_score(real))
+    if str(label).startswith("clip"):
+        out["cmmd"] = _cmmd(real, gen, cfg.seed, notes, label)
     return out
+
+
+#: Above this many samples per side CMMD runs on a seeded subsample (its cost is quadratic in N).
+CMMD_MAX_SAMPLES = 20_000
+
+
+def _cmmd(real: np.ndarray, gen: np.ndarray, seed: int, notes: list[str], label: str) -> float | None:
+    """CMMD on a CLIP embedder's features (a seeded subsample of at most CMMD_MAX_SAMPLES per side)."""
+    rng = np.random.default_rng(seed)
+    sub = []
+    for x in (real, gen):
+        if len(x) > CMMD_MAX_SAMPLES:
+            x = x[np.sort(rng.choice(len(x), CMMD_MAX_SAMPLES, replace=False))]
+        sub.append(x)
+    if len(sub[0]) < len(real) or len(sub[1]) < len(gen):
+        notes.append(f"{label}: CMMD computed on seeded subsamples of {CMMD_MAX_SAMPLES} per side (its cost is quadratic).")
+    if "ViT-L-14-336" not in str(label):
+        notes.append(f"{label}: CMMD is defined on CLIP ViT-L/14@336 embeddings (Jayasumana et al. 2024); on this CLIP "
+                     "model it is the same RBF MMD, not comparable with published CMMD values.")
+    return _finite(M.cmmd(sub[0], sub[1]))
 
 
 def stats_only_metrics(real_stats, gen: np.ndarray, cfg: ScanConfig) -> dict:
@@ -231,6 +254,7 @@ def stats_only_metrics(real_stats, gen: np.ndarray, cfg: ScanConfig) -> dict:
     out["k"] = cfg.k
     g = M.GaussianStats.from_features(gen)
     out["fid"] = _finite(M.frechet_distance(real_stats.mean, real_stats.cov, g.mean, g.cov))
+    out["vendi"] = _finite(M.vendi_score(gen))  # needs only the generated features
     return out
 
 

@@ -22,7 +22,8 @@ def _results(**over) -> dict:
         "inputs": {"real": {"source": "real/", "n_images": 1000}, "gen": {"source": "gen_v1/", "n_images": 1000}},
         "embedders": [{"id": EMB, "random_weights": False}],
         "primary_embedder": EMB,
-        "metrics": {"fid": 20.0, "kid": 0.010, "kid_std": 0.001, "precision": 0.80, "recall": 0.50, "density": 0.70, "coverage": 0.70},
+        "metrics": {"fid": 20.0, "kid": 0.010, "kid_std": 0.001, "precision": 0.80, "recall": 0.50, "density": 0.70, "coverage": 0.70,
+                    "vendi": 30.0, "cmmd": 0.50},
         "clusters": {"dropped": [1, 2], "ndb_fraction": 0.10},
         "classes": {"dropped": ["cat"], "max_gap": 0.20},
         "subgroups": None,
@@ -43,7 +44,9 @@ def _new():
                       "precision": 0.801,   # within tolerance: unchanged
                       "recall": 0.40,       # higher is better: regressed
                       "density": 1.10,      # |1.10 - 1| < |0.70 - 1|: improved
-                      "coverage": 0.60}     # regressed
+                      "coverage": 0.60,     # regressed
+                      "vendi": 20.0,        # higher is better: regressed
+                      "cmmd": 0.30}         # lower: improved
     new["clusters"] = {"dropped": [], "ndb_fraction": 0.02}
     new["classes"] = {"dropped": ["cat", "dog"], "max_gap": 0.30}
     new["duplicates"] = {"within_gen": {"dup_fraction": 0.05}, "gen_vs_real": {"memorized_fraction": 0.002}}
@@ -55,14 +58,14 @@ def test_improved_and_regressed_are_classified_by_direction():
     v = {r["name"]: r["verdict"] for r in c["rows"]}
     assert v == {
         "fid": "improved", "kid": "unchanged", "precision": "unchanged", "recall": "regressed", "density": "improved",
-        "coverage": "regressed", "dropped_clusters": "improved", "ndb_fraction": "improved", "dropped_classes": "regressed",
+        "coverage": "regressed", "vendi": "regressed", "cmmd": "improved", "dropped_clusters": "improved", "ndb_fraction": "improved", "dropped_classes": "regressed",
         "max_class_gap": "regressed", "dropped_subgroups": "n/a", "max_subgroup_gap": "n/a", "dup_fraction": "regressed",
         "memorized_fraction": "unchanged",
     }
     rows = {r["name"]: r for r in c["rows"]}
     assert rows["fid"]["delta"] == pytest.approx(-5.0) and rows["dropped_clusters"]["old"] == 2 and rows["dropped_clusters"]["new"] == 0
     assert c["comparable"] is True and c["warnings"] == []
-    assert c["counts"] == {"improved": 4, "regressed": 5, "unchanged": 3, "n/a": 2}
+    assert c["counts"] == {"improved": 5, "regressed": 6, "unchanged": 3, "n/a": 2}
     # symmetric: swapping old and new swaps improved and regressed
     back = {r["name"]: r["verdict"] for r in compare_results(_new(), _results())["rows"]}
     swap = {"improved": "regressed", "regressed": "improved"}
@@ -96,7 +99,7 @@ def test_compare_cli_table_html_and_warning(tmp_path, run_cli):
     html = tmp_path / "cmp.html"
     code, out, err = run_cli("compare", tmp_path / "old", tmp_path / "new.json", "-o", html)
     assert code == 0, err
-    assert "improved" in out and "regressed" in out and "4 improved, 5 regressed, 3 unchanged" in out
+    assert "improved" in out and "regressed" in out and "5 improved, 6 regressed, 3 unchanged" in out
     page = html.read_text()
     assert 'data-metric="fid" data-verdict="improved"' in page and 'data-metric="coverage" data-verdict="regressed"' in page
     assert "NOT COMPARABLE" not in page

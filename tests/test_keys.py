@@ -61,7 +61,7 @@ def test_table_is_well_formed():
         assert s.reduce in ("value", "len", "sum", "approx")
         assert (s.reduce == "sum") == (len(s.paths) > 1)
         format(1.5, s.fmt)
-    assert [s.alias for s in keys.HEADLINE] == ["fid", "kid", "precision", "recall", "density", "coverage"]
+    assert [s.alias for s in keys.HEADLINE] == ["fid", "kid", "precision", "recall", "density", "coverage", "vendi"]
     with pytest.raises(ValueError):
         keys.MetricSpec("x", "metrics.x", "x", "sideways", "bad direction")
 
