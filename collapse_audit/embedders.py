@@ -258,6 +258,12 @@ class InceptionEmbedder(Embedder):
     def device_preprocess(self):
         return {"clean": resize_clean, "pytorch-fid": resize_bilinear_pytorch_fid}.get(self.preprocess_id)
 
+    def fc_weight(self):
+        """The logits layer's (1008, 2048) weight as float64, when the network is loaded in this process (else None)."""
+        if self._model is None:
+            return None
+        return self._model.fc.weight.detach().cpu().double().numpy()
+
     def _build(self):
         from .models.inception import build_fid_inception
 

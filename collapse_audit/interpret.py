@@ -49,6 +49,10 @@ def interpret(metrics: dict) -> dict[str, str]:
         low = vr is not None and v < 0.5 * vr
         out["vendi"] = (f"the generated set is worth {v:.1f} distinct samples (Vendi score, cosine kernel){ref}"
                         + ("; far fewer than the real set = collapse onto few modes." if low else "."))
+    isc = metrics.get("inception_score")
+    if isc is not None:
+        out["inception_score"] = (f"Inception Score {isc:.3g}: high when each image is confidently one class and the "
+                                  "classes are varied; it ignores the real set, and depends on N, order and splits.")
     cm = metrics.get("cmmd")
     if cm is not None:
         out["cmmd"] = (f"RBF MMD^2 x 1000 between the CLIP embeddings ({cm:.4g}); 0 for identical distributions, "

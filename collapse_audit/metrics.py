@@ -47,6 +47,9 @@ __all__ = [
     "indicator_bootstrap",
     "vendi_score",
     "cmmd",
+    "ISResult",
+    "inception_score",
+    "inception_logits",
     "CMMD_SIGMA",
     "CMMD_SCALE",
 ]
@@ -833,3 +836,58 @@ def cmmd(x: np.ndarray, y: np.ndarray, *, sigma: float = CMMD_SIGMA, scale: floa
     else:
         val = kxx / (m * m) + kyy / (n * n) - 2.0 * kxy / (m * n)
     return float(scale * val)
+
+
+# =========================================================================== Inception Score
+#: Splits of the Inception Score (Salimans et al. 2016; torch-fidelity's default).
+IS_SPLITS = 10
+
+
+@dataclass(frozen=True)
+class ISResult:
+    """Inception Score: mean and standard deviation over ``splits`` consecutive splits of the (shuffled) samples."""
+
+    mean: float
+    std: float
+    splits: int
+    n: int
+
+
+def inception_score(logits: np.ndarray, *, splits: int = IS_SPLITS, shuffle: bool = True, seed: int = 2020) -> ISResult:
+    """Inception Score (Salimans et al. 2016): ``exp(E_x KL(p(y|x) || p(y)))`` per split, mean and std over splits.
+
+    ``logits``: (N, C) class logits, e.g. the FID Inception's 1008 logits
+    without the fc bias (:func:`inception_logits`), as torch-fidelity computes
+    IS (its ``logits_unbiased``). As in torch-fidelity, the rows are shuffled
+    with ``np.random.RandomState(seed).permutation`` (seed 2020 by default)
+    and cut into ``splits`` consecutive chunks: IS depends on the sample order
+    and on the number of splits, so compare values only at the same N, splits
+    and seed. Computed in float64.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or z.shape[0] < int(splits) or int(splits) < 1:
+        raise ValueError(f"logits must be (N, C) with N >= splits >= 1; got shape {z.shape} and splits={splits}")
+    n = z.shape[0]
+    if shuffle:
+        z = z[np.random.RandomState(seed).permutation(n)]
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    p = np.exp(log_p)
+    scores = []
+    for i in range(int(splits)):
+        a, b = i * n // splits, (i + 1) * n // splits
+        q = p[a:b].mean(axis=0, keepdims=True)
+        kl = (p[a:b] * (log_p[a:b] - np.log(q))).sum(axis=1).mean()
+        scores.append(math.exp(float(kl)))
+    return ISResult(float(np.mean(scores)), float(np.std(scores)), int(splits), int(n))
+
+
+def inception_logits(pool_features: np.ndarray, fc_weight: np.ndarray, fc_bias: np.ndarray | None = None) -> np.ndarray:
+    """The FID Inception's logits from its 2048-d pool features: ``features @ W^T (+ b)`` (float64).
+
+    Without ``fc_bias`` these are torch-fidelity's ``logits_unbiased``, which its IS uses.
+    """
+    f = np.asarray(pool_features, dtype=np.float64)
+    w = np.asarray(fc_weight, dtype=np.float64)
+    out = f @ w.T
+    return out + np.asarray(fc_bias, dtype=np.float64)[None] if fc_bias is not None else out

@@ -513,6 +513,14 @@ def _metric_rows(results: dict) -> list[dict]:
             interval = ci.get(key)
             rows.append({"key": key, "value": val, "raw": v, "ci": interval, "better": better,
                          "sentence": sentences.get(key, "not computed (see the notes)")})
+        for spec in K.EXTRA_METRICS:  # shown only where computed (CMMD: CLIP; IS: Inception on images)
+            v = m.get(spec.leaf)
+            if v is None:
+                continue
+            val = f"{v:{spec.fmt}} ± {(m.get(spec.spread) or 0):.2g}" if spec.spread else _num(v)
+            rows.append({"key": spec.leaf, "value": val, "raw": v, "ci": None,
+                         "better": K.BETTER_PHRASE.get(spec.better, "") if spec.better else "",
+                         "sentence": sentences.get(spec.leaf, spec.meaning)})
         e = emb_by_id.get(eid) or {}
         out.append({"id": eid, "primary": eid == primary, "random": bool(e.get("random_weights")),
                     "rows": rows, "ci_level": m.get("ci_level"), "ci_method": m.get("ci_method")})

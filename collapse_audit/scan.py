@@ -228,6 +228,21 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
     return out
 
 
+def _add_inception_score(m: dict, gen: np.ndarray | None, emb, notes: list[str], label: str) -> None:
+    """IS of the generated side from the FID Inception's logits (pool features @ fc weight^T, torch-fidelity's
+    ``logits_unbiased``), when this run holds that network (it embedded images with it)."""
+    if gen is None or not str(label).startswith("inception"):
+        return
+    w = emb.fc_weight() if emb is not None and hasattr(emb, "fc_weight") else None
+    if w is None:
+        notes.append(f"{label}: the Inception Score needs the network's logits layer; not computed for features files.")
+        return
+    if len(gen) < M.IS_SPLITS:
+        return
+    r = M.inception_score(M.inception_logits(gen, w), splits=M.IS_SPLITS)
+    m["inception_score"], m["inception_score_std"] = _finite(r.mean), _finite(r.std)
+
+
 #: Above this many samples per side CMMD runs on a seeded subsample (its cost is quadratic in N).
 CMMD_MAX_SAMPLES = 20_000
 
@@ -420,6 +435,8 @@ def run_scan(gen_path, real_path, cfg: ScanConfig) -> tuple[dict, Side, Side]:
         acfg = dataclasses.replace(acfg, skip=True, skip_note=False)
     else:
         per = {e: compute_metrics(real.features[e], gen.features[e], cfg, notes, e, progress=reporter) for e in ids}
+    for e in ids:
+        _add_inception_score(per[e], gen.features.get(e), embedder_objs.get(e), notes, e)
     timings["metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if (acfg.classes or acfg.subgroups) and not any(encodes_text(e) for e in embedder_objs.values()):
