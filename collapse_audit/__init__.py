@@ -39,6 +39,8 @@ _EXPORTS = {
     "frechet_distance": ("collapse_audit.metrics", "frechet_distance"),
     "vendi_score": ("collapse_audit.metrics", "vendi_score"),
     "cmmd": ("collapse_audit.metrics", "cmmd"),
+    "inception_score": ("collapse_audit.metrics", "inception_score"),
+    "fd_infinity": ("collapse_audit.metrics", "fd_infinity"),
     "cluster_dropout": ("collapse_audit.api", "cluster_dropout"),
     "ClusterDropoutResult": ("collapse_audit.results", "ClusterDropoutResult"),
     "class_dropout": ("collapse_audit.api", "class_dropout"),

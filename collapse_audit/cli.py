@@ -243,6 +243,7 @@ def scan(
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html (results.json only)."),
     real_images: Optional[Path] = typer.Option(None, "--real-images", help="Image folder of an .npz --real side, for the report's thumbnails (paths in the file are relative to it; a features file never chooses which files are read)."),
     gen_images: Optional[Path] = typer.Option(None, "--gen-images", help="Image folder of an .npz generated side, for the report's thumbnails."),
+    fd_inf: bool = typer.Option(False, "--fd-inf", help="Also FD-infinity: FID extrapolated to infinitely many samples (15 more FIDs on generated subsamples; Chong & Forsyth 2020)."),
     exact_max_pairs: float = typer.Option(C.EXACT_MAX_PAIRS, "--exact-max-pairs", callback=_in_range(0.0, None, allow_inf=True), help="Above this many real x generated pairs (default 50k x 50k), nearest-neighbour searches use an approximate FAISS IVF index and the measured error is reported."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     batch_size: int = typer.Option(C.BATCH_SIZE, "--batch-size", min=1),
@@ -302,8 +303,8 @@ def scan(
             parse_subgroup(sgs)  # syntax errors before any work
     cfg = ScanConfig(
         embedders=embedder, weights=weights, seed=seed, device=device, batch_size=batch_size, workers=workers,
-        amp=amp, decode=decode, cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, offline=offline,
-        progress=progress, k=k, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap,
+        amp=amp, decode=decode, fd_infinity=fd_inf, cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache,
+        offline=offline, progress=progress, k=k, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap,
         command=["collapse-audit", *sys.argv[1:]] if sys.argv and "collapse" in sys.argv[0] else None,
         classifier=classifier, analysis=acfg, engine=engine, ray_address=ray_address, exact_max_pairs=exact_max_pairs,
         shard_dir=str(shard_dir) if shard_dir else None,

@@ -101,6 +101,7 @@ class AuditConfig:
     workers: int | None = None
     amp: bool = False
     decode: str = "auto"  # 'auto' | 'pil' | 'device': where JPEGs are decoded and resized (see embedding.embed_files)
+    fd_infinity: bool = False  # also FD-infinity (15 more FIDs on generated subsamples)
     cache_dir: str | None = None
     use_cache: bool = True
     offline: bool = False

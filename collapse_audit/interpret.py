@@ -49,6 +49,10 @@ def interpret(metrics: dict) -> dict[str, str]:
         low = vr is not None and v < 0.5 * vr
         out["vendi"] = (f"the generated set is worth {v:.1f} distinct samples (Vendi score, cosine kernel){ref}"
                         + ("; far fewer than the real set = collapse onto few modes." if low else "."))
+    fdi = metrics.get("fd_infinity")
+    if fdi is not None:
+        out["fd_infinity"] = (f"FID with its 1/N bias extrapolated away ({fdi:.2f}): comparable across sample sizes, "
+                              "unlike FID itself.")
     isc = metrics.get("inception_score")
     if isc is not None:
         out["inception_score"] = (f"Inception Score {isc:.3g}: high when each image is confidently one class and the "

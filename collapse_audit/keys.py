@@ -148,6 +148,9 @@ METRICS: tuple = (
     MetricSpec("CMMD", "metrics.cmmd", "cmmd", "lower",
                "CMMD (Jayasumana et al. 2024): 1000 x RBF MMD^2 (sigma 10) on L2-normalised CLIP embeddings; CLIP embedders only",
                compare_abs=1e-4, compare_rel=0.01),
+    MetricSpec("FD-infinity", "metrics.fd_infinity", "fd_infinity", "lower",
+               "FID extrapolated to infinitely many generated samples (Chong & Forsyth 2020), with --fd-inf",
+               compare_abs=1e-6, compare_rel=0.01),
     MetricSpec("Inception Score", "metrics.inception_score", "inception_score", "higher",
                "Inception Score (Salimans et al. 2016) of the generated images, 10 splits, torch-fidelity's protocol; "
                "Inception embedders that embedded images in this run",
@@ -217,7 +220,7 @@ TRACK_METRICS: tuple = (
 HEADLINE: tuple = tuple(s for s in METRICS if s.headline)
 
 #: Per-embedder numbers beyond the headline ones, shown in the report where computed.
-EXTRA_METRICS: tuple = tuple(s for s in METRICS if not s.headline and s.alias in ("vendi_real", "cmmd", "inception_score"))
+EXTRA_METRICS: tuple = tuple(s for s in METRICS if not s.headline and s.alias in ("vendi_real", "cmmd", "fd_infinity", "inception_score"))
 
 #: What ``collapse-audit compare`` lists, in display order.
 COMPARED: tuple = tuple(s for s in METRICS if s.compared)

@@ -223,6 +223,15 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
             out["ci_method"] = (f"percentile bootstrap of the per-sample terms, {b.n_boot} resamples "
                                 f"(k-NN balls estimated once from the full sets, {pr.method} search)")
     out["vendi"], out["vendi_real"] = _finite(M.vendi_score(gen)), _finite(M.vendi_score(real))
+    if cfg.fd_infinity:
+        if ng < 20:
+            notes.append(f"{label}: FD-infinity needs at least 20 generated samples; skipped.")
+        else:
+            r = M.fd_infinity(real, gen, seed=cfg.seed)
+            out["fd_infinity"] = _finite(r.value)
+            out["fd_infinity_fit"] = {"sizes": list(r.sizes), "fds": [_finite(f) for f in r.fds], "slope": _finite(r.slope),
+                                      "method": "FID of generated subsamples against the full real statistics at 15 "
+                                                "sizes, least-squares line in 1/N, intercept (Chong & Forsyth 2020)"}
     if str(label).startswith("clip"):
         out["cmmd"] = _cmmd(real, gen, cfg.seed, notes, label)
     return out
