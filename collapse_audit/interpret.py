@@ -49,6 +49,11 @@ def interpret(metrics: dict) -> dict[str, str]:
         low = vr is not None and v < 0.5 * vr
         out["vendi"] = (f"the generated set is worth {v:.1f} distinct samples (Vendi score, cosine kernel){ref}"
                         + ("; far fewer than the real set = collapse onto few modes." if low else "."))
+    ap = metrics.get("authpct")
+    if ap is not None:
+        out["authpct"] = (f"{ap:.0f}% of generated samples are authentic: farther from their nearest real sample than "
+                          "that sample is from its nearest real neighbour"
+                          + ("; a low share = near-copies of the real set (memorisation)." if ap < 50 else "."))
     fdi = metrics.get("fd_infinity")
     if fdi is not None:
         out["fd_infinity"] = (f"FID with its 1/N bias extrapolated away ({fdi:.2f}): comparable across sample sizes, "

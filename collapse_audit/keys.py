@@ -148,6 +148,10 @@ METRICS: tuple = (
     MetricSpec("CMMD", "metrics.cmmd", "cmmd", "lower",
                "CMMD (Jayasumana et al. 2024): 1000 x RBF MMD^2 (sigma 10) on L2-normalised CLIP embeddings; CLIP embedders only",
                compare_abs=1e-4, compare_rel=0.01),
+    MetricSpec("AuthPct", "metrics.authpct", "authpct", "higher",
+               "AuthPct (Alaa et al. 2022): % of generated samples farther from their nearest real sample than that "
+               "sample is from its own nearest real neighbour; low = copies of the real set",
+               compare_abs=0.5),
     MetricSpec("FD-infinity", "metrics.fd_infinity", "fd_infinity", "lower",
                "FID extrapolated to infinitely many generated samples (Chong & Forsyth 2020), with --fd-inf",
                compare_abs=1e-6, compare_rel=0.01),
@@ -220,7 +224,7 @@ TRACK_METRICS: tuple = (
 HEADLINE: tuple = tuple(s for s in METRICS if s.headline)
 
 #: Per-embedder numbers beyond the headline ones, shown in the report where computed.
-EXTRA_METRICS: tuple = tuple(s for s in METRICS if not s.headline and s.alias in ("vendi_real", "cmmd", "fd_infinity", "inception_score"))
+EXTRA_METRICS: tuple = tuple(s for s in METRICS if not s.headline and s.alias in ("vendi_real", "cmmd", "fd_infinity", "inception_score", "authpct"))
 
 #: What ``collapse-audit compare`` lists, in display order.
 COMPARED: tuple = tuple(s for s in METRICS if s.compared)

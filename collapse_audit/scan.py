@@ -223,6 +223,10 @@ def compute_metrics(real: np.ndarray, gen: np.ndarray, cfg: ScanConfig, notes: l
             out["ci_method"] = (f"percentile bootstrap of the per-sample terms, {b.n_boot} resamples "
                                 f"(k-NN balls estimated once from the full sets, {pr.method} search)")
     out["vendi"], out["vendi_real"] = _finite(M.vendi_score(gen)), _finite(M.vendi_score(real))
+    if nr >= 2 and nr * ng <= cfg.exact_max_pairs:
+        out["authpct"] = _finite(M.authpct(real, gen))
+    elif nr >= 2:
+        notes.append(f"{label}: AuthPct needs exact nearest-neighbour searches; skipped above --exact-max-pairs.")
     if cfg.fd_infinity:
         if ng < 20:
             notes.append(f"{label}: FD-infinity needs at least 20 generated samples; skipped.")

@@ -58,7 +58,7 @@ def test_improved_and_regressed_are_classified_by_direction():
     v = {r["name"]: r["verdict"] for r in c["rows"]}
     assert v == {
         "fid": "improved", "kid": "unchanged", "precision": "unchanged", "recall": "regressed", "density": "improved",
-        "coverage": "regressed", "vendi": "regressed", "cmmd": "improved", "fd_infinity": "n/a", "inception_score": "n/a",
+        "coverage": "regressed", "vendi": "regressed", "cmmd": "improved", "authpct": "n/a", "fd_infinity": "n/a", "inception_score": "n/a",
         "dropped_clusters": "improved", "ndb_fraction": "improved", "dropped_classes": "regressed",
         "max_class_gap": "regressed", "dropped_subgroups": "n/a", "max_subgroup_gap": "n/a", "dup_fraction": "regressed",
         "memorized_fraction": "unchanged",
@@ -66,7 +66,7 @@ def test_improved_and_regressed_are_classified_by_direction():
     rows = {r["name"]: r for r in c["rows"]}
     assert rows["fid"]["delta"] == pytest.approx(-5.0) and rows["dropped_clusters"]["old"] == 2 and rows["dropped_clusters"]["new"] == 0
     assert c["comparable"] is True and c["warnings"] == []
-    assert c["counts"] == {"improved": 5, "regressed": 6, "unchanged": 3, "n/a": 4}
+    assert c["counts"] == {"improved": 5, "regressed": 6, "unchanged": 3, "n/a": 5}
     # symmetric: swapping old and new swaps improved and regressed
     back = {r["name"]: r["verdict"] for r in compare_results(_new(), _results())["rows"]}
     swap = {"improved": "regressed", "regressed": "improved"}
@@ -100,7 +100,7 @@ def test_compare_cli_table_html_and_warning(tmp_path, run_cli):
     html = tmp_path / "cmp.html"
     code, out, err = run_cli("compare", tmp_path / "old", tmp_path / "new.json", "-o", html)
     assert code == 0, err
-    assert "improved" in out and "regressed" in out and "5 improved, 6 regressed, 3 unchanged, 4 n/a" in out
+    assert "improved" in out and "regressed" in out and "5 improved, 6 regressed, 3 unchanged, 5 n/a" in out
     page = html.read_text()
     assert 'data-metric="fid" data-verdict="improved"' in page and 'data-metric="coverage" data-verdict="regressed"' in page
     assert "NOT COMPARABLE" not in page

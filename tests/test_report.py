@@ -314,7 +314,7 @@ def test_report_command_rerenders_without_embedding(live, run_cli, monkeypatch, 
     code, out, err = run_cli("report", live["out"] / "results.json", "-o", target)
     assert code == 0, err
     first, again = live["html"].read_text(), target.read_text()
-    assert _metric_cells(again) == _metric_cells(first) and len(_metric_cells(again)) == 9  # 7 headline (Vendi included), the real Vendi, IS
+    assert _metric_cells(again) == _metric_cells(first) and len(_metric_cells(again)) == 10  # 7 headline (Vendi included), the real Vendi, AuthPct, IS
     assert again.count("data:image/jpeg;base64") == first.count("data:image/jpeg;base64") > 0
     # out dir form, default output beside results.json
     (live["out"] / "report.html").unlink()
