@@ -55,6 +55,7 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_new_metrics.py
 	$(PY) benchmarks/bench_scale.py
 	$(PY) benchmarks/bench_ray.py
 
@@ -71,6 +72,7 @@ bench-embed: install
 
 bench-quick: install
 	$(PY) benchmarks/bench_metrics.py --quick
+	$(PY) benchmarks/bench_new_metrics.py --quick
 	$(PY) benchmarks/bench_scale.py --sizes 10000,50000
 	$(PY) benchmarks/bench_ray.py --images 60
 
