@@ -41,6 +41,8 @@ _EXPORTS = {
     "cmmd": ("collapse_audit.metrics", "cmmd"),
     "inception_score": ("collapse_audit.metrics", "inception_score"),
     "fd_infinity": ("collapse_audit.metrics", "fd_infinity"),
+    "authpct": ("collapse_audit.metrics", "authpct"),
+    "ct_score": ("collapse_audit.metrics", "ct_score"),
     "cluster_dropout": ("collapse_audit.api", "cluster_dropout"),
     "ClusterDropoutResult": ("collapse_audit.results", "ClusterDropoutResult"),
     "class_dropout": ("collapse_audit.api", "class_dropout"),
