@@ -62,6 +62,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_machine.py, also when loaded by path
+
+from _machine import cores, cpu_model  # noqa: E402
+
 SEED = 1234
 WEIGHTS_SEED = 0
 JPEG_QUALITY = 90
@@ -158,16 +162,7 @@ def copy_first(src: Path, dst: Path, k: int) -> Path:
 def machine(device: str) -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    out = {"cpu": cpu, "cores": cores, "python": platform.python_version(), "numpy": np.__version__,
+    out = {"cpu": cpu_model(), "cores": cores(), "python": platform.python_version(), "numpy": np.__version__,
            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": device,
            "device_name": None, "load_avg_start": _loadavg(), "cpu_busy_start": cpu_busy()}
     if device == "cuda":

@@ -32,6 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_machine.py, also when loaded by path
+
+from _machine import cores, cpu_model  # noqa: E402
+
 SEED = 1234
 N_MODES = 20
 K = 5
@@ -165,16 +169,7 @@ def run_child(kind: str, data: Path, timeout: float) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "ram": _meminfo("MemTotal"), "available": _meminfo("MemAvailable")}
+    return {"cpu": cpu_model(), "cores": cores(), "ram": _meminfo("MemTotal"), "available": _meminfo("MemAvailable")}
 
 
 def _meminfo(key: str) -> int:

@@ -21,8 +21,6 @@ Prints the machine, one row per (N, metric), and the agreement.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +28,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_machine.py
+
+from _machine import cores, cpu_model  # noqa: E402
 
 from collapse_audit import metrics as M  # noqa: E402
 
@@ -98,8 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="sizes 2000 only")
     a = ap.parse_args(argv)
     sizes = [2000] if a.quick else [int(s) for s in a.sizes.split(",")]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
-    print(f"machine: {cpu}, {os.cpu_count()} cores, {avail() / 2**30:.1f} GiB available; numpy {np.__version__}")
+    print(f"machine: {cpu_model()}, {cores()} cores, {avail() / 2**30:.1f} GiB available; numpy {np.__version__}")
     print(f"data: N real = N generated per row, D = {a.dim}, float32, seeded Gaussian mixture (2 of 20 modes dropped)")
     print(f"{'N':>7}  {'metric':<14} {'ours s':>8} {'ref s':>8} {'ratio':>7}  {'ours':>12} {'reference':>12}")
     for n in sizes:

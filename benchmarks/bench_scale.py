@@ -55,6 +55,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_machine.py, also when loaded by path
+
+from _machine import cpu_model  # noqa: E402
+
 SEED = 1234
 N_MODES = 20
 CHUNK = 65536
@@ -189,14 +193,7 @@ def run_scan(folder: str, timeout: float) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     ram = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

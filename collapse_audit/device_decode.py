@@ -37,7 +37,6 @@ import os
 import stat
 from typing import Callable, Sequence
 
-import numpy as np
 
 from . import decode as D
 
@@ -179,13 +178,3 @@ def device_batches(items, files_by_index: dict, embedders: dict, device: str, ma
         idx = [j for p in parts for j in p[0]]
         batches[eid] = (idx, torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1])
     return batches, fails
-
-
-def pixels_equal_pillow(path: str) -> bool:  # pragma: no cover - a diagnostic for users
-    """Whether the device decoder on CPU gives Pillow's pixels for ``path`` (a JPEG)."""
-    data = probe_jpeg(path, D.DEFAULT_MAX_PIXELS)
-    if data is None:
-        return False
-    (img,) = decode_jpegs([data], "cpu")
-    ref = np.asarray(D.load_rgb(path))
-    return img is not None and np.array_equal(img.permute(1, 2, 0).numpy(), ref)

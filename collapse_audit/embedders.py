@@ -147,6 +147,10 @@ class Embedder:
         (to float32 rounding); None when this embedder has none (its images are decoded and preprocessed by Pillow)."""
         return None
 
+    def fc_weight(self):
+        """Its classification layer's weight (float64), for the Inception Score; None for embedders without one."""
+        return None
+
     def _build(self):  # pragma: no cover - abstract
         raise NotImplementedError
 

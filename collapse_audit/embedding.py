@@ -191,27 +191,19 @@ def embed_files(
         # On CPU the model keeps every thread: decoding and resizing cost a few ms per image against ~100 ms
         # of Inception per image per core, so the workers are mostly idle. (Before, the model gave the workers
         # their cores: on 2 cores with 2 workers it ran on one thread, at half of pytorch-fid's speed.)
-        threads = torch.get_num_threads()
-        try:
-            if on_device:
-                file_of = {i: files[i] for i in todo_idx}
-            for item in loader:
-                if on_device:
-                    for e in embedders:
-                        if not e.loaded:
-                            e.load(dev, amp=amp)
-                    batches, fails = device_batches(item, file_of, by_id, dev, max_pixels, decode_and_preprocess, stats)
-                else:
-                    batches, fails = item
-                out = {}
-                for eid, (idxs, x) in batches.items():
-                    e = by_id[eid]
-                    if not e.loaded:
-                        e.load(dev, amp=amp)
-                    out[eid] = (idxs, e.embed_batch(x))
-                yield out, fails
-        finally:
-            torch.set_num_threads(threads)
+        file_of = {i: files[i] for i in todo_idx} if on_device else None
+        for item in loader:
+            if on_device:  # the loader handed over bytes and Pillow-path tensors: decode and resize here
+                batches, fails = device_batches(item, file_of, by_id, dev, max_pixels, decode_and_preprocess, stats)
+            else:
+                batches, fails = item
+            out = {}
+            for eid, (idxs, x) in batches.items():
+                e = by_id[eid]
+                if not e.loaded:
+                    e.load(dev, amp=amp)
+                out[eid] = (idxs, e.embed_batch(x))
+            yield out, fails
 
     return embed_cached(root, rel_paths, embedders, compute, cache=cache, progress=progress, max_pixels=max_pixels,
                         rehash=rehash)

@@ -365,22 +365,33 @@ class KIDResult:
     subset_size: int
 
 
-def _poly_kernel_sum(
-    a: np.ndarray, b: np.ndarray, gamma: float, coef0: float, degree: int, block: int, skip_diag: bool
-) -> float:
-    """Sum of ``(gamma a_i.b_j + coef0)^degree`` over all (i, j), blocked; ``skip_diag`` drops i == j (a is b)."""
+def _blocked_kernel_sum(n_a: int, n_b: int, tile: Callable[[slice, slice], np.ndarray], block: int, skip_diag: bool) -> float:
+    """Sum of a kernel matrix over all (i, j), one ``block x block`` tile at a time (never N x N).
+
+    ``tile(rows, cols)`` returns the kernel values of that tile; ``skip_diag`` drops i == j (both sides the same set).
+    """
     total = 0.0
-    for s in range(0, a.shape[0], block):
-        ab = a[s : s + block]
-        for t in range(0, b.shape[0], block):
-            k = ab @ b[t : t + block].T
-            k *= gamma
-            k += coef0
-            k **= degree
+    for s in range(0, n_a, block):
+        for t in range(0, n_b, block):
+            k = tile(slice(s, s + block), slice(t, t + block))
             if skip_diag and s == t:
                 np.fill_diagonal(k, 0.0)
             total += float(k.sum())
     return total
+
+
+def _poly_kernel_sum(
+    a: np.ndarray, b: np.ndarray, gamma: float, coef0: float, degree: int, block: int, skip_diag: bool
+) -> float:
+    """Sum of ``(gamma a_i.b_j + coef0)^degree`` over all (i, j), blocked; ``skip_diag`` drops i == j (a is b)."""
+    def tile(rows, cols):
+        k = a[rows] @ b[cols].T
+        k *= gamma
+        k += coef0
+        k **= degree
+        return k
+
+    return _blocked_kernel_sum(a.shape[0], b.shape[0], tile, block, skip_diag)
 
 
 def polynomial_mmd2_unbiased(
@@ -799,15 +810,12 @@ def _rbf_sum(a: np.ndarray, b: np.ndarray, gamma: float, block: int, skip_diag: 
     """Sum of ``exp(-gamma |a_i - b_j|^2)`` over all (i, j), blocked; ``skip_diag`` drops i == j (a is b)."""
     an = (a * a).sum(axis=1)
     bn = (b * b).sum(axis=1)
-    total = 0.0
-    for s in range(0, a.shape[0], block):
-        for t in range(0, b.shape[0], block):
-            d2 = an[s : s + block, None] + bn[None, t : t + block] - 2.0 * (a[s : s + block] @ b[t : t + block].T)
-            k = np.exp(-gamma * np.maximum(d2, 0.0))
-            if skip_diag and s == t:
-                np.fill_diagonal(k, 0.0)
-            total += float(k.sum())
-    return total
+
+    def tile(rows, cols):
+        d2 = an[rows, None] + bn[None, cols] - 2.0 * (a[rows] @ b[cols].T)
+        return np.exp(-gamma * np.maximum(d2, 0.0))
+
+    return _blocked_kernel_sum(a.shape[0], b.shape[0], tile, block, skip_diag)
 
 
 def cmmd(x: np.ndarray, y: np.ndarray, *, sigma: float = CMMD_SIGMA, scale: float = CMMD_SCALE, unbiased: bool = False,

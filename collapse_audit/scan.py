@@ -246,7 +246,7 @@ def _add_inception_score(m: dict, gen: np.ndarray | None, emb, notes: list[str],
     ``logits_unbiased``), when this run holds that network (it embedded images with it)."""
     if gen is None or not str(label).startswith("inception"):
         return
-    w = emb.fc_weight() if emb is not None and hasattr(emb, "fc_weight") else None
+    w = emb.fc_weight() if emb is not None else None
     if w is None:
         notes.append(f"{label}: the Inception Score needs the network's logits layer; not computed for features files.")
         return

@@ -235,6 +235,7 @@ class Tracker:
         if cfg.labels not in (None, "folders"):
             raise UsageError(f"labels={cfg.labels!r}: the only label source by name is 'folders' (or give a classifier)")
         self._models: list | None = None  # [embedder, classifier?], built on first use and kept
+        self._embedder_id: str | None = None  # the real features' embedder, once they are loaded
         self._classifier = make_classifier(cfg.classifier) if cfg.classifier else None
         fs, cls_labels = self._load(real, "real")
         self.real = fs
@@ -260,8 +261,12 @@ class Tracker:
         labels, self._label_source = self._real_labels_of(fs, real_labels, cls_labels)
         if labels is not None and len(labels) != xr.shape[0]:
             raise InputError(f"real_labels: {len(labels)} labels for {xr.shape[0]} real samples")
-        self._real_labels = labels
         self._class_names = sorted({str(x) for x in labels if x is not None}) if labels else None
+        self._c_real_classes = None  # real counts per class name, the fixed reference of every checkpoint
+        if self._class_names:
+            pos = {n: i for i, n in enumerate(self._class_names)}
+            self._c_real_classes = np.bincount([pos[str(x)] for x in labels if x is not None],
+                                               minlength=len(self._class_names)).astype(np.int64)
         if self._classifier is not None and self._class_names is not None:
             # shares are compared class by class: the classifier must name the same classes as the real labels
             unknown = sorted(set(self._class_names) - set(self._classifier.class_names))
@@ -323,7 +328,7 @@ class Tracker:
         elif isinstance(x, np.ndarray) and x.ndim == 2 and np.issubdtype(x.dtype, np.floating) and name == "real":
             return FeatureSet(features=x, paths=[f"{name}[{i}]" for i in range(x.shape[0])], embedder_id="array"), None
         models = self._embedders()
-        want = getattr(self, "_embedder_id", None)
+        want = self._embedder_id
         if want is not None and models[0].id != want:
             raise InputError(f"the real features were made by {want} but the images of this {name} checkpoint would be "
                              f"embedded by {models[0].id}: give the same --embedder/--weights, or features of the same embedder")
@@ -440,7 +445,7 @@ class Tracker:
             return None
         names = self._class_names
         pos = {n: i for i, n in enumerate(names)}
-        cr = self._real_class_counts()
+        cr = self._c_real_classes
         cg = np.bincount([pos[str(x)] for x in labels if x is not None and str(x) in pos], minlength=len(names))
         if cg.sum() == 0:
             return None
@@ -474,16 +479,11 @@ class Tracker:
         labelled = [c for c in cks if c.get("classes")]
         run["classes"] = None
         if labelled and self._class_names:
-            cr = self._real_class_counts()
-            run["classes"] = class_summary(np.array([c["classes"]["n_gen"] for c in labelled], dtype=np.int64), cr,
+            run["classes"] = class_summary(np.array([c["classes"]["n_gen"] for c in labelled], dtype=np.int64),
+                                           self._c_real_classes,
                                            self._class_names, [c["step"] for c in labelled], cfg.alpha, cfg.oscillating_gap)
             run["alerts"] = run["alerts"] + class_alerts(run["classes"])
         return run
-
-    def _real_class_counts(self) -> np.ndarray:
-        pos = {n: i for i, n in enumerate(self._class_names)}
-        return np.bincount([pos[str(x)] for x in self._real_labels if x is not None and str(x) in pos],
-                           minlength=len(self._class_names)).astype(np.int64)
 
     @property
     def checkpoints(self) -> list[dict]:
